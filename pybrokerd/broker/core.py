@@ -1,0 +1,423 @@
+"""The broker core: destinations, subscriptions, acks, transactions, dead letters, expiry.
+
+Protocol sessions call in here; nothing here knows a protocol.  Every method that changes
+durable state returns a Deferred that fires once the store says the change is durable, so a
+session can hold back its receipt until then.  In-memory effects happen at once (a message is
+dispatched while its store write is still in flight, as ActiveMQ does); the store's group
+commit makes an add and its remove in one batch cancel out.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from pybrokerd.broker.destination import (
+    QUEUE, TEMP_QUEUE, TEMP_TOPIC, Destination, compile_pattern)
+from pybrokerd.broker.message import Message, now_ms
+from pybrokerd.broker.queue import (
+    AUTO, Consumer, MessageQueue, TopicSubscription)
+
+log = Logger()
+
+DLQ_NAME = "ActiveMQ.DLQ"
+
+
+class BrokerError(Exception):
+    """A request the broker refuses; str(e) is the message the client sees."""
+
+
+class Transaction:
+    """Sends and acks of one client transaction, applied together at commit."""
+
+    def __init__(self, tx_id: str):
+        self.tx_id = tx_id
+        self.sends: list[Message] = []
+        self.acks: list[tuple[Consumer, str, str]] = []  # (consumer, ack id, "ack" | "nack")
+
+
+class Broker:
+    def __init__(self, store, *, clock=None, prioritized: bool = False,
+                 max_redeliveries: int | None = None, expiry_check_interval: float = 30.0,
+                 dlq_name: str = DLQ_NAME, name: str = "localhost"):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.store = store
+        self.clock = clock
+        self.name = name
+        self.prioritized = prioritized
+        self.max_redeliveries = max_redeliveries
+        self.dlq = Destination(QUEUE, dlq_name)
+        self.queues: dict[Destination, MessageQueue] = {}
+        self.topic_subscriptions: set[TopicSubscription] = set()
+        self.durable: dict[tuple[str, str], TopicSubscription] = {}
+        self.temp_owners: dict[Destination, object] = {}
+        self.wildcard_consumers: list[tuple[Consumer, str, object]] = []
+        self.client_ids: dict[str, object] = {}
+        self.connections: set = set()
+        self._seq = itertools.count(1)
+        self._temp_seq = itertools.count(1)
+        self._expiry_interval = expiry_check_interval
+        self._expiry_loop = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def start(self):
+        """Rebuild queues and durable subscriptions from the (already opened) store."""
+        for name in self.store.destinations():
+            queue = self.queue(Destination(QUEUE, name))
+            yield self._recover_into(queue)
+        for info in self.store.subscriptions():
+            sub = self._make_durable(info["client_id"], info["name"],
+                                     [Destination(*d) for d in info["destinations"]],
+                                     info.get("selector") or "", persist=False)
+            yield self._recover_into(sub)
+        if self._expiry_interval:
+            self._expiry_loop = task.LoopingCall(self.expire_now)
+            self._expiry_loop.clock = self.clock
+            self._expiry_loop.start(self._expiry_interval, now=False)
+
+    @defer.inlineCallbacks
+    def _recover_into(self, queue: MessageQueue):
+        store = queue.store
+        after = None
+        while True:
+            batch = yield store.recover(10000, after)
+            if not batch:
+                break
+            for message in batch:
+                message.seq = next(self._seq)
+                queue.pending.append(message)
+            after = batch[-1].message_id
+        queue.wake()
+
+    def stop(self):
+        if self._expiry_loop is not None and self._expiry_loop.running:
+            self._expiry_loop.stop()
+
+    # -- connections ---------------------------------------------------------------------
+    def connect(self, session, client_id: str | None) -> None:
+        if client_id is not None:
+            if client_id in self.client_ids:
+                raise BrokerError("Client ID %r is already in use by another connection" % client_id)
+            self.client_ids[client_id] = session
+        self.connections.add(session)
+
+    def disconnect(self, session, client_id: str | None) -> None:
+        if client_id is not None and self.client_ids.get(client_id) is session:
+            del self.client_ids[client_id]
+        self.connections.discard(session)
+        for dest, owner in list(self.temp_owners.items()):
+            if owner is session:
+                self.delete_temporary(dest)
+
+    # -- destinations --------------------------------------------------------------------
+    def queue(self, destination: Destination) -> MessageQueue:
+        queue = self.queues.get(destination)
+        if queue is None:
+            store = None
+            if destination.kind == QUEUE:
+                store = self.store.queue_store(destination.name)
+            queue = MessageQueue(self, destination, store=store, prioritized=self.prioritized)
+            self.queues[destination] = queue
+            for consumer, kind, match in self.wildcard_consumers:
+                if kind == destination.kind and match(destination.name):
+                    queue.add_consumer(consumer)
+        return queue
+
+    def create_temporary(self, kind: str, connection_id: str, owner) -> Destination:
+        dest = Destination(kind, "%s:%d" % (connection_id, next(self._temp_seq)))
+        self.temp_owners[dest] = owner
+        if kind == TEMP_QUEUE:
+            self.queue(dest)
+        return dest
+
+    def delete_temporary(self, dest: Destination) -> None:
+        self.temp_owners.pop(dest, None)
+        queue = self.queues.pop(dest, None)
+        if queue is not None:
+            for consumer in list(queue.consumers):
+                queue.remove_consumer(consumer)
+        for sub in list(self.topic_subscriptions):
+            if sub.durable_key is None and all(kind == TEMP_TOPIC for kind, _ in sub.patterns) \
+                    and sub.destination == dest:
+                self.topic_subscriptions.discard(sub)
+
+    def _check_usable(self, dest: Destination) -> None:
+        if dest.is_temporary and dest not in self.temp_owners:
+            raise BrokerError("Cannot use a deleted temporary destination: %s" % dest.stomp())
+
+    # -- producing -----------------------------------------------------------------------
+    def send(self, message: Message) -> defer.Deferred:
+        """Route a message now; the Deferred fires when it is durable."""
+        ops: list = []
+        self._route(message, ops)
+        return self._persist(ops)
+
+    def _route(self, message: Message, ops: list) -> None:
+        dest = message.destination
+        self._check_usable(dest)
+        if message.seq == 0:
+            message.seq = next(self._seq)
+        if dest.is_queue:
+            if dest.is_wildcard:
+                match = compile_pattern(dest.name)
+                targets = [q for d, q in list(self.queues.items())
+                           if d.kind == dest.kind and match(d.name)]
+                for queue in targets:
+                    self._enqueue(queue, message.copy(destination=queue.destination), ops)
+                return
+            self._enqueue(self.queue(dest), message, ops)
+        else:
+            for sub in list(self.topic_subscriptions):
+                if sub.wants(message):
+                    self._enqueue(sub, message, ops)
+
+    def _enqueue(self, queue: MessageQueue, message: Message, ops: list) -> None:
+        if message.persistent and queue.store is not None:
+            ops.append(("add", queue.store, message))
+        queue.enqueue(message)
+
+    def _persist(self, ops: list) -> defer.Deferred:
+        if not ops:
+            return defer.succeed(None)
+        return self.store.transaction(ops)
+
+    # -- consuming -----------------------------------------------------------------------
+    def subscribe(self, consumer: Consumer) -> None:
+        """Attach a consumer to every destination it names; raises BrokerError first if any
+        of them cannot be used, so nothing is half-attached."""
+        queues, patterns = [], []
+        for dest in consumer.destinations:
+            self._check_usable(dest)
+            if dest.is_queue:
+                queues.append(dest)
+            else:
+                patterns.append((dest.kind, compile_pattern(dest.name)))
+        durable_sub = None
+        if patterns and consumer.durable_name is not None:
+            key = (consumer.client_id, consumer.durable_name)
+            durable_sub = self.durable.get(key)
+            if durable_sub is not None and durable_sub.consumers:
+                raise BrokerError("Durable consumer is in use for client: %s and subscriptionName: %s"
+                                  % key)
+        for dest in queues:
+            if dest.is_wildcard:
+                match = compile_pattern(dest.name)
+                self.wildcard_consumers.append((consumer, dest.kind, match))
+                for d, queue in list(self.queues.items()):
+                    if d.kind == dest.kind and match(d.name):
+                        queue.add_consumer(consumer)
+            else:
+                self.queue(dest).add_consumer(consumer)
+        if not patterns:
+            return
+        topics = [d for d in consumer.destinations if d.is_topic]
+        if consumer.durable_name is not None:
+            key = (consumer.client_id, consumer.durable_name)
+            if durable_sub is not None and (
+                    durable_sub.topics != topics or durable_sub.selector_text != consumer.selector_text):
+                # ActiveMQ: a durable subscriber that comes back with another topic or selector
+                # gets a fresh subscription; the old backlog is discarded.
+                self._delete_durable(durable_sub)
+                durable_sub = None
+            if durable_sub is None:
+                durable_sub = self._make_durable(key[0], key[1], topics, consumer.selector_text,
+                                                 selector=consumer.selector)
+            durable_sub.add_consumer(consumer)
+        else:
+            sub = TopicSubscription(self, topics[0], patterns, consumer.selector,
+                                    consumer.selector_text)
+            self.topic_subscriptions.add(sub)
+            sub.add_consumer(consumer)
+
+    def _make_durable(self, client_id, name, topics, selector_text, selector=None, persist=True):
+        if selector is None and selector_text:
+            from pybrokerd.broker.selector import compile_selector
+            selector = compile_selector(selector_text)
+        patterns = [(d.kind, compile_pattern(d.name)) for d in topics]
+        sub = TopicSubscription(self, topics[0], patterns, selector, selector_text,
+                                store=self.store.subscription_store(client_id, name),
+                                durable_key=(client_id, name))
+        sub.topics = topics
+        self.durable[(client_id, name)] = sub
+        self.topic_subscriptions.add(sub)
+        if persist:
+            d = self.store.add_subscription({
+                "client_id": client_id, "name": name, "selector": selector_text,
+                "destinations": [tuple(t) for t in topics]})
+            d.addErrback(lambda f: log.failure("storing durable subscription", f))
+        return sub
+
+    def _delete_durable(self, sub: TopicSubscription) -> defer.Deferred:
+        self.durable.pop(sub.durable_key, None)
+        self.topic_subscriptions.discard(sub)
+        return self.store.delete_subscription(*sub.durable_key)
+
+    def remove_durable(self, client_id: str | None, name: str) -> defer.Deferred:
+        sub = self.durable.get((client_id, name))
+        if sub is None:
+            raise BrokerError("No durable subscription exists for clientID: %s and subscriptionName: %s"
+                              % (client_id, name))
+        if sub.consumers:
+            raise BrokerError("Durable consumer is in use for client: %s and subscriptionName: %s"
+                              % (client_id, name))
+        return self._delete_durable(sub)
+
+    def unsubscribe(self, consumer: Consumer) -> defer.Deferred:
+        """Detach a consumer; its unacked messages go back to the head of their queue."""
+        consumer.closed = True
+        self.wildcard_consumers = [w for w in self.wildcard_consumers if w[0] is not consumer]
+        ops: list = []
+        for source in list(consumer.sources):
+            returned = source.remove_consumer(consumer)
+            if isinstance(source, TopicSubscription) and source.durable_key is None:
+                self.topic_subscriptions.discard(source)
+                continue
+            self._redeliver(source, returned, ops)
+        return self._persist(ops)
+
+    def _redeliver(self, source: MessageQueue, messages: list[Message], ops: list) -> None:
+        back = []
+        for message in messages:
+            again = message.copy(redelivery_count=message.redelivery_count + 1)
+            if self.max_redeliveries is not None and again.redelivery_count > self.max_redeliveries:
+                self._dead_letter(source, again, "Delivery[%d] exceeds redelivery policy limit"
+                                  % again.redelivery_count, ops)
+            else:
+                back.append(again)
+        source.requeue(back)
+
+    def consumed(self, source: MessageQueue, message: Message) -> None:
+        """An auto-ack delivery: the message is gone from its queue."""
+        self._persist(self._consumed_ops(source, message)).addErrback(
+            lambda f: log.failure("removing consumed message", f))
+
+    def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
+        source.dequeue_count += 1
+        if message.persistent and source.store is not None:
+            return [("remove", source.store, message.message_id)]
+        return []
+
+    def ack(self, consumer: Consumer, ack_ids: list[str]) -> defer.Deferred:
+        ops: list = []
+        sources = set()
+        for delivery in consumer.take(ack_ids):
+            ops.extend(self._consumed_ops(delivery.source, delivery.message))
+            sources.add(delivery.source)
+        for source in sources:
+            source.wake()
+        return self._persist(ops)
+
+    def nack(self, consumer: Consumer, ack_ids: list[str]) -> defer.Deferred:
+        """ActiveMQ's poison ack: straight to the DLQ (persistent) or dropped."""
+        ops: list = []
+        sources = set()
+        for delivery in consumer.take(ack_ids):
+            delivery.source.dequeue_count += 1
+            self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
+            sources.add(delivery.source)
+        for source in sources:
+            source.wake()
+        return self._persist(ops)
+
+    def _dead_letter(self, source: MessageQueue, message: Message, cause: str, ops: list) -> None:
+        if message.persistent and source.store is not None:
+            ops.append(("remove", source.store, message.message_id))
+        if not message.persistent:
+            return  # ActiveMQ: processNonPersistent=false, dropped
+        if source.destination == self.dlq:
+            return  # never loop a message through its own DLQ
+        dead = message.copy(destination=self.dlq,
+                            original_destination=message.original_destination or message.destination,
+                            expires=0, seq=0)
+        dead.properties["dlqDeliveryFailureCause"] = cause
+        if message.expires:
+            dead.properties.setdefault("originalExpiration", str(message.expires))
+        self._route(dead, ops)
+
+    def expired(self, source: MessageQueue, message: Message) -> None:
+        """Dispatch met an expired message: count it, dead-letter it if persistent."""
+        source.expired_count += 1
+        ops: list = []
+        self._dead_letter(source, message, "Message expired", ops)
+        self._persist(ops).addErrback(lambda f: log.failure("expiring message", f))
+
+    def expire_now(self) -> None:
+        now = now_ms()
+        for queue in list(self.queues.values()) + list(self.topic_subscriptions):
+            for message in queue.remove_expired(now):
+                self.expired(queue, message)
+
+    def browse(self, destinations: list[Destination], selector=None) -> list[Message]:
+        found = []
+        now = now_ms()
+        for dest in destinations:
+            self._check_usable(dest)
+            if dest.is_wildcard:
+                match = compile_pattern(dest.name)
+                queues = [q for d, q in self.queues.items() if d.kind == dest.kind and match(d.name)]
+            else:
+                queues = [self.queue(dest)]
+            for queue in queues:
+                for message in queue.messages():
+                    if message.is_expired(now):
+                        continue
+                    if selector is None or selector(message.selector_value):
+                        found.append(message)
+        return found
+
+    # -- transactions --------------------------------------------------------------------
+    def tx_ack(self, tx: Transaction, consumer: Consumer, ack_ids: list[str], kind: str) -> None:
+        for ack_id in ack_ids:
+            delivery = consumer.in_flight[ack_id]
+            if delivery.tx is None:
+                delivery.tx = tx
+                consumer.tx_acked += 1
+            tx.acks.append((consumer, ack_id, kind))
+        for source in {consumer.in_flight[a].source for a in ack_ids}:
+            source.wake()
+
+    def commit(self, tx: Transaction) -> defer.Deferred:
+        ops: list = []
+        for message in tx.sends:
+            self._route(message, ops)
+        sources = set()
+        for consumer, ack_id, kind in tx.acks:
+            delivery = consumer.in_flight.get(ack_id)
+            if delivery is None or delivery.tx is not tx:
+                continue  # the consumer went away and the message was returned
+            consumer.take([ack_id])
+            sources.add(delivery.source)
+            if kind == "ack":
+                ops.extend(self._consumed_ops(delivery.source, delivery.message))
+            else:
+                delivery.source.dequeue_count += 1
+                self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
+        for source in sources:
+            source.wake()
+        return self._persist(ops)
+
+    def rollback(self, tx: Transaction) -> None:
+        for consumer, ack_id, _ in tx.acks:
+            delivery = consumer.in_flight.get(ack_id)
+            if delivery is not None and delivery.tx is tx:
+                delivery.tx = None
+                consumer.tx_acked -= 1
+        tx.sends.clear()
+        tx.acks.clear()
+
+    # -- stats ---------------------------------------------------------------------------
+    def stats(self) -> list[dict]:
+        rows = []
+        for dest, queue in sorted(self.queues.items()):
+            rows.append({"destination": dest.stomp(), "size": queue.size(),
+                         "consumers": len(queue.consumers), "enqueued": queue.enqueue_count,
+                         "dequeued": queue.dequeue_count, "dispatched": queue.dispatched_count,
+                         "expired": queue.expired_count})
+        return rows
+
+
+__all__ = ["Broker", "BrokerError", "Transaction", "AUTO"]

@@ -1,0 +1,120 @@
+"""The one message value that travels from a listener to the store and back."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+
+from pybrokerd.broker.destination import Destination
+
+DEFAULT_PRIORITY = 4
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class IdGenerator:
+    """ActiveMQ-shaped ids ("ID:host-pid-start-0:N"), unique across restarts and brokers."""
+
+    def __init__(self):
+        host = socket.gethostname().split(".")[0] or "localhost"
+        self.prefix = "ID:%s-%d-%d-%s" % (host, os.getpid(), now_ms(), os.urandom(2).hex())
+        self._connections = itertools.count(1)
+
+    def connection_id(self) -> str:
+        return "%s:%d" % (self.prefix, next(self._connections))
+
+
+class Message:
+    """A message as the broker keeps it.
+
+    ``properties`` holds every user header (strings, as STOMP sends them); the standard JMS
+    header fields are attributes.  ``reply_to`` is a Destination when it named one we know,
+    else the raw string the producer sent.  ``is_bytes`` remembers whether the producer sent a
+    content-length (ActiveMQ's BytesMessage), which decides whether MESSAGE frames carry one.
+    """
+
+    __slots__ = ("message_id", "destination", "properties", "body", "persistent", "priority",
+                 "expires", "timestamp", "correlation_id", "reply_to", "type", "is_bytes",
+                 "redelivery_count", "original_destination", "user_id", "group_id", "group_seq",
+                 "scheduled_job_id", "producer_seq", "seq")
+
+    def __init__(self, message_id: str, destination: Destination, body: bytes = b"", *,
+                 properties: dict | None = None, persistent: bool = False,
+                 priority: int = DEFAULT_PRIORITY, expires: int = 0, timestamp: int | None = None,
+                 correlation_id: str | None = None, reply_to=None, type: str | None = None,
+                 is_bytes: bool = False, redelivery_count: int = 0,
+                 original_destination: Destination | None = None, user_id: str | None = None,
+                 scheduled_job_id: str | None = None):
+        self.message_id = message_id
+        self.destination = destination
+        self.body = body
+        self.properties = properties if properties is not None else {}
+        self.persistent = persistent
+        self.priority = priority
+        self.expires = expires
+        self.timestamp = now_ms() if timestamp is None else timestamp
+        self.correlation_id = correlation_id
+        self.reply_to = reply_to
+        self.type = type
+        self.is_bytes = is_bytes
+        self.redelivery_count = redelivery_count
+        self.original_destination = original_destination
+        self.user_id = user_id
+        self.scheduled_job_id = scheduled_job_id
+        self.group_id = self.properties.get("JMSXGroupID")
+        seq = self.properties.get("JMSXGroupSeq")
+        try:
+            self.group_seq = int(seq) if seq is not None else 0
+        except ValueError:
+            self.group_seq = 0
+        self.producer_seq = None
+        self.seq = 0  # arrival order in its destination, set by the broker
+
+    def copy(self, **changes) -> "Message":
+        clone = Message.__new__(Message)
+        for name in Message.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone.properties = dict(self.properties)
+        for name, value in changes.items():
+            setattr(clone, name, value)
+        return clone
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + 200
+
+    def is_expired(self, now: int | None = None) -> bool:
+        return self.expires > 0 and (now if now is not None else now_ms()) >= self.expires
+
+    def selector_value(self, name: str):
+        """The value a JMS selector sees for an identifier."""
+        if name.startswith("JMS"):
+            standard = _STANDARD.get(name)
+            if standard is not None:
+                return standard(self)
+        return self.properties.get(name)
+
+    def __repr__(self) -> str:
+        return "<Message %s to %s, %d bytes>" % (self.message_id, self.destination, len(self.body))
+
+
+_STANDARD = {
+    "JMSMessageID": lambda m: m.message_id,
+    "JMSPriority": lambda m: m.priority,
+    "JMSTimestamp": lambda m: m.timestamp,
+    "JMSCorrelationID": lambda m: m.correlation_id,
+    "JMSType": lambda m: m.type,
+    "JMSDeliveryMode": lambda m: "PERSISTENT" if m.persistent else "NON_PERSISTENT",
+    "JMSExpiration": lambda m: m.expires,
+    "JMSRedelivered": lambda m: m.redelivery_count > 0,
+    "JMSXDeliveryCount": lambda m: m.redelivery_count + 1,
+    "JMSXGroupID": lambda m: m.group_id,
+    "JMSXGroupSeq": lambda m: m.group_seq,
+    "JMSXUserID": lambda m: m.user_id,
+    "JMSDestination": lambda m: m.destination.stomp(),
+    "JMSReplyTo": lambda m: m.reply_to.stomp() if isinstance(m.reply_to, Destination) else m.reply_to,
+}

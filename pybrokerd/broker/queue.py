@@ -1,0 +1,407 @@
+"""Queues, topic subscriptions and consumers: who gets which message, and when.
+
+One class, MessageQueue, holds pending messages and dispatches them to consumers with room
+(prefetch credit and a writable connection).  A queue is one; so is each topic subscription,
+which holds only its own subscriber's copy of what was published (a durable subscription keeps
+its MessageQueue while the subscriber is away).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from typing import Callable, Iterable
+
+from pybrokerd.broker.destination import Destination
+from pybrokerd.broker.message import Message, now_ms
+
+AUTO = "auto"
+CLIENT = "client"
+CLIENT_INDIVIDUAL = "client-individual"
+ACK_MODES = (AUTO, CLIENT, CLIENT_INDIVIDUAL)
+
+
+class Delivery:
+    """One message handed to one consumer, waiting for its ack."""
+
+    __slots__ = ("message", "source", "ack_id", "tx")
+
+    def __init__(self, message: Message, source: "MessageQueue", ack_id: str):
+        self.message = message
+        self.source = source
+        self.ack_id = ack_id
+        self.tx = None  # the transaction that acked it, until commit or abort
+
+
+class Consumer:
+    """The broker's side of one protocol subscription.
+
+    `session` is the protocol session that owns it: it must provide ``deliver(consumer, message,
+    ack_id)``, ``writable`` (False while the connection's send buffer is full), and
+    ``next_ack_id()``.
+    """
+
+    def __init__(self, session, subscription_id: str, destinations: list[Destination], *,
+                 ack_mode: str = AUTO, selector: Callable | None = None, selector_text: str = "",
+                 prefetch: int = 1000, exclusive: bool = False, durable_name: str | None = None,
+                 client_id: str | None = None, no_local: bool = False):
+        self.session = session
+        self.subscription_id = subscription_id
+        self.destinations = destinations
+        self.ack_mode = ack_mode
+        self.selector = selector
+        self.selector_text = selector_text
+        self.prefetch = max(prefetch, 1)
+        self.exclusive = exclusive
+        self.durable_name = durable_name
+        self.client_id = client_id
+        self.no_local = no_local
+        self.in_flight: collections.OrderedDict[str, Delivery] = collections.OrderedDict()
+        self.by_message_id: dict[str, str] = {}
+        self.tx_acked = 0
+        self.sources: list[MessageQueue] = []
+        self.closed = False
+
+    def has_credit(self) -> bool:
+        if self.closed or not self.session.writable:
+            return False
+        if self.ack_mode == AUTO:
+            return True
+        return len(self.in_flight) - self.tx_acked < self.prefetch
+
+    def accepts(self, message: Message) -> bool:
+        if self.selector is None:
+            return True
+        return self.selector(message.selector_value)
+
+    def deliver(self, source: "MessageQueue", message: Message) -> None:
+        ack_id = self.session.next_ack_id()
+        if self.ack_mode != AUTO:
+            self.in_flight[ack_id] = Delivery(message, source, ack_id)
+            self.by_message_id[message.message_id] = ack_id
+        source.dispatched_count += 1
+        self.session.deliver(self, message, ack_id)
+        if self.ack_mode == AUTO:
+            source.broker.consumed(source, message)
+
+    def take(self, ack_ids: Iterable[str]) -> list[Delivery]:
+        """Remove these deliveries from the in-flight set and return them."""
+        taken = []
+        for ack_id in ack_ids:
+            delivery = self.in_flight.pop(ack_id)
+            self.by_message_id.pop(delivery.message.message_id, None)
+            if delivery.tx is not None:
+                self.tx_acked -= 1
+            taken.append(delivery)
+        return taken
+
+    def resolve(self, ack_id: str | None = None, message_id: str | None = None) -> str | None:
+        """The in-flight ack id for a 1.2 ack id or a 1.0/1.1 message id, or None."""
+        if ack_id is not None:
+            return ack_id if ack_id in self.in_flight else None
+        return self.by_message_id.get(message_id)
+
+    def up_to(self, ack_id: str) -> list[str]:
+        """Cumulative (client) ack: every in-flight delivery up to and including ack_id."""
+        ids = []
+        for key in self.in_flight:
+            ids.append(key)
+            if key == ack_id:
+                break
+        return ids
+
+    def __repr__(self):
+        return "<Consumer %s on %s>" % (self.subscription_id, ",".join(map(str, self.destinations)))
+
+
+class PendingFIFO:
+    """Pending messages in arrival order (ActiveMQ's default: priority is not used)."""
+
+    def __init__(self):
+        self._items: collections.deque[Message] = collections.deque()
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def append(self, message: Message) -> None:
+        self._items.append(message)
+
+    def popleft(self) -> Message:
+        return self._items.popleft()
+
+    def extend_front(self, messages: list[Message]) -> None:
+        self._items.extendleft(reversed(messages))
+
+    def remove_where(self, predicate) -> list[Message]:
+        kept, removed = collections.deque(), []
+        for m in self._items:
+            (removed if predicate(m) else kept).append(m)
+        self._items = kept
+        return removed
+
+
+class PendingByPriority:
+    """Pending messages, higher JMS priority first, arrival order within a priority."""
+
+    def __init__(self):
+        self._levels = [collections.deque() for _ in range(10)]
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(reversed(self._levels))
+
+    def append(self, message: Message) -> None:
+        self._levels[message.priority].append(message)
+        self._count += 1
+
+    def popleft(self) -> Message:
+        for level in reversed(self._levels):
+            if level:
+                self._count -= 1
+                return level.popleft()
+        raise IndexError("pop from empty pending list")
+
+    def extend_front(self, messages: list[Message]) -> None:
+        for m in reversed(messages):
+            self._levels[m.priority].appendleft(m)
+        self._count += len(messages)
+
+    def remove_where(self, predicate) -> list[Message]:
+        removed = []
+        for i, level in enumerate(self._levels):
+            kept = collections.deque()
+            for m in level:
+                (removed if predicate(m) else kept).append(m)
+            self._levels[i] = kept
+        self._count -= len(removed)
+        return removed
+
+
+class MessageQueue:
+    """Pending messages of one queue (or one topic subscription) and the consumers taking them."""
+
+    def __init__(self, broker, destination: Destination, store=None, prioritized: bool = False):
+        self.broker = broker
+        self.destination = destination
+        self.store = store
+        self.pending = PendingByPriority() if prioritized else PendingFIFO()
+        self.consumers: list[Consumer] = []
+        self.groups: dict[str, Consumer] = {}
+        self._next_consumer = 0
+        self._dispatching = False
+        self._again = False
+        # True after a full pass found nothing it could hand out; cleared whenever consumers or
+        # their credit change, so a backlog nobody can take is not rescanned per new message.
+        self._stalled = False
+        self._seq = itertools.count(1)
+        self.enqueue_count = 0
+        self.dequeue_count = 0
+        self.dispatched_count = 0
+        self.expired_count = 0
+
+    # -- stats ---------------------------------------------------------------------------
+    def in_flight_count(self) -> int:
+        return sum(1 for c in self.consumers for d in c.in_flight.values() if d.source is self)
+
+    def size(self) -> int:
+        return len(self.pending) + self.in_flight_count()
+
+    # -- messages in ---------------------------------------------------------------------
+    def enqueue(self, message: Message) -> None:
+        message.seq = next(self._seq)
+        self.enqueue_count += 1
+        if self._stalled or self._dispatching:
+            self.pending.append(message)
+            if self._dispatching:
+                self._again = True
+            else:
+                self._offer_one()
+            return
+        self.pending.append(message)
+        self.dispatch()
+
+    def requeue(self, messages: list[Message]) -> None:
+        """Put unacked messages back at the head of the queue, in their original order."""
+        if not messages:
+            return
+        messages.sort(key=lambda m: m.seq)
+        self.pending.extend_front(messages)
+        self.wake()
+
+    # -- consumers -----------------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        consumer.sources.append(self)
+        self.wake()
+
+    def remove_consumer(self, consumer: Consumer) -> list[Message]:
+        """Detach a consumer; return (and stop tracking) its unacked messages from here."""
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        if consumer.sources and self in consumer.sources:
+            consumer.sources.remove(self)
+        for group, owner in list(self.groups.items()):
+            if owner is consumer:
+                del self.groups[group]
+        mine = [d.ack_id for d in consumer.in_flight.values() if d.source is self]
+        returned = [d.message for d in consumer.take(mine)]
+        self.wake()
+        return returned
+
+    def active_consumers(self) -> list[Consumer]:
+        for c in self.consumers:
+            if c.exclusive:
+                return [c]
+        return self.consumers
+
+    # -- dispatch ------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Consumers or their credit changed: look at the whole backlog again."""
+        self._stalled = False
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        if self._dispatching:
+            self._again = True
+            return
+        self._dispatching = True
+        try:
+            while True:
+                self._again = False
+                self._dispatch_pass()
+                if not self._again:
+                    break
+        finally:
+            self._dispatching = False
+
+    def _candidates(self) -> list[Consumer]:
+        return [c for c in self.active_consumers() if c.has_credit()]
+
+    def _dispatch_pass(self) -> None:
+        if not self.pending or not self.consumers:
+            return
+        candidates = self._candidates()
+        if not candidates:
+            return
+        skipped: list[Message] = []
+        now = now_ms()
+        pending = self.pending
+        while pending:
+            message = pending.popleft()
+            if message.expires and message.is_expired(now):
+                self.broker.expired(self, message)
+                continue
+            consumer = self._choose(message, candidates)
+            if consumer is None:
+                skipped.append(message)
+                continue
+            self._hand_over(consumer, message)
+            if not consumer.has_credit():
+                candidates = [c for c in candidates if c.has_credit()]
+                if not candidates:
+                    break
+        if skipped:
+            pending.extend_front(skipped)
+        self._stalled = bool(pending) and not self._again
+
+    def _offer_one(self) -> None:
+        """The backlog is stalled: only the message just appended may find a taker."""
+        candidates = self._candidates()
+        if not candidates:
+            return
+        # the new message is the last one; it may only jump the queue if nothing before it
+        # can go (that is what stalled means), so try it alone
+        message = self._pop_last()
+        if message.expires and message.is_expired():
+            self.broker.expired(self, message)
+            return
+        consumer = self._choose(message, candidates)
+        if consumer is None:
+            self.pending.append(message)
+        else:
+            self._hand_over(consumer, message)
+
+    def _pop_last(self) -> Message:
+        pending = self.pending
+        if isinstance(pending, PendingFIFO):
+            return pending._items.pop()
+        # priority lists: rare path; the newest message is the last of its level
+        newest = max(pending, key=lambda m: m.seq)
+        pending.remove_where(lambda m: m is newest)
+        return newest
+
+    def _choose(self, message: Message, candidates: list[Consumer]) -> Consumer | None:
+        group = message.group_id
+        if group is not None:
+            owner = self.groups.get(group)
+            if owner is not None and owner in self.consumers:
+                return owner if owner in candidates and self._accepts(owner, message) else None
+        n = len(self.consumers)
+        start = self._next_consumer % n if n else 0
+        best = None
+        best_pos = None
+        for c in candidates:
+            if not self._accepts(c, message):
+                continue
+            pos = (self.consumers.index(c) - start) % n
+            if best is None or pos < best_pos:
+                best, best_pos = c, pos
+        if best is not None:
+            self._next_consumer = self.consumers.index(best) + 1
+            if group is not None:
+                self.groups[group] = best
+        return best
+
+    def _accepts(self, consumer: Consumer, message: Message) -> bool:
+        return consumer.accepts(message)
+
+    def _hand_over(self, consumer: Consumer, message: Message) -> None:
+        if message.group_id is not None and message.group_seq == -1:
+            self.groups.pop(message.group_id, None)
+        consumer.deliver(self, message)
+
+    # -- browsing and housekeeping -------------------------------------------------------
+    def messages(self) -> list[Message]:
+        """Everything in the queue, pending or in flight, in arrival order."""
+        in_flight = [d.message for c in self.consumers for d in c.in_flight.values()
+                     if d.source is self]
+        return sorted(itertools.chain(self.pending, in_flight), key=lambda m: m.seq)
+
+    def remove_expired(self, now: int) -> list[Message]:
+        return self.pending.remove_where(lambda m: m.expires and m.expires <= now)
+
+    def purge(self) -> list[Message]:
+        return self.pending.remove_where(lambda m: True)
+
+
+class TopicSubscription(MessageQueue):
+    """One subscriber's copy of what is published to the topics it matches.
+
+    The selector is applied when a message is published, so what sits here is already wanted.
+    A durable subscription outlives its consumer and keeps collecting while it is away.
+    """
+
+    def __init__(self, broker, destination: Destination, patterns: list, selector=None,
+                 selector_text: str = "", store=None, durable_key=None, no_local_session=None):
+        super().__init__(broker, destination, store=store,
+                         prioritized=getattr(broker, "prioritized", False))
+        self.patterns = patterns  # (kind, predicate on names) pairs
+        self.selector = selector
+        self.selector_text = selector_text
+        self.durable_key = durable_key
+        self.no_local_session = no_local_session
+
+    def wants(self, message: Message) -> bool:
+        dest = message.destination
+        if not any(kind == dest.kind and match(dest.name) for kind, match in self.patterns):
+            return False
+        return self.selector is None or self.selector(message.selector_value)
+
+    def _accepts(self, consumer: Consumer, message: Message) -> bool:
+        return True

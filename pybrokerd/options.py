@@ -1,0 +1,106 @@
+"""twistd options for `twistd pybrokerd`, and the optional config file."""
+
+import configparser
+import os
+
+from twisted.python import usage
+
+from pybrokerd import __version__
+
+NOT_YET = {
+    "amqp": "AMQP 1.0 listener",
+    "openwire": "OpenWire listener",
+    "admin": "admin HTTP listener",
+}
+
+
+def _positive_int(value):
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run the pybrokerd message broker. Listen addresses are Twisted endpoint "
+                "strings (tcp:61613:interface=127.0.0.1, ssl:...); 'none' disables a listener.")
+
+    optFlags = [
+        ["prioritized-messages", None, "dispatch higher JMS priority first (default: FIFO, as ActiveMQ)"],
+        ["version", None, "print the version and exit"],
+    ]
+    optParameters = [
+        ["store", None, "memory", "persistence store: memory (available: see docs/stores.md)"],
+        ["dir", None, "./data", "persistence directory (shared by a master/slave pair)"],
+        ["data-dir", None, None, "data directory for other state [default: --dir]"],
+        ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
+        ["stomp", None, "tcp:61613:interface=127.0.0.1", "STOMP listen address, or none"],
+        ["amqp", None, "none", "AMQP 1.0 listen address, or none (not implemented yet)"],
+        ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
+        ["admin", None, "none", "admin HTTP listen address, or none (not implemented yet)"],
+        ["broker-name", None, "localhost", "broker name (logs, lock file, ids)"],
+        ["config", None, None, "INI file with a [pybrokerd] section of these options"],
+        ["max-redeliveries", None, None, "move a message to ActiveMQ.DLQ after N redeliveries "
+                                         "[default: no limit, as ActiveMQ over STOMP]", _positive_int],
+        ["heartbeat-grace", None, 1.5, "drop a client after its heart-beat interval times this", float],
+        ["connect-timeout", None, 30.0, "seconds a connection may stay open without CONNECT", float],
+        ["max-command-length", None, 1024, "STOMP command line limit (bytes)", int],
+        ["max-header-length", None, 10240, "STOMP header line limit (bytes)", int],
+        ["max-headers", None, 1000, "STOMP header count limit", int],
+        ["max-body-length", None, 100 * 1024 * 1024, "STOMP body limit (bytes)", int],
+    ]
+
+    def opt_version(self):
+        print("pybrokerd", __version__)
+        raise SystemExit(0)
+
+    def postOptions(self):
+        if self["config"]:
+            self._apply_config(self["config"])
+        for key, what in NOT_YET.items():
+            if (self[key] or "none").lower() != "none":
+                raise usage.UsageError("--%s: the %s is not implemented yet; use --%s=none"
+                                       % (key, what, key))
+        from stores import registry
+        try:
+            registry.load(self["store"])
+        except registry.UnknownStore as e:
+            raise usage.UsageError("--store: %s" % e)
+        except ImportError as e:
+            raise usage.UsageError("--store=%s cannot be loaded: %s" % (self["store"], e))
+        if self["data-dir"] is None:
+            self["data-dir"] = self["dir"]
+        if self["scheduler-dir"] is None:
+            self["scheduler-dir"] = os.path.join(self["data-dir"], "scheduler")
+        if self["heartbeat-grace"] < 1.0:
+            raise usage.UsageError("--heartbeat-grace must be at least 1.0")
+
+    def _apply_config(self, path):
+        parser = configparser.ConfigParser()
+        try:
+            with open(path) as f:
+                parser.read_file(f)
+        except OSError as e:
+            raise usage.UsageError("--config: cannot read %s: %s" % (path, e.strerror))
+        except configparser.Error as e:
+            raise usage.UsageError("--config: %s is not a valid INI file: %s" % (path, e))
+        if not parser.has_section("pybrokerd"):
+            raise usage.UsageError("--config: %s has no [pybrokerd] section" % path)
+        defaults = Options()
+        known = {p[0]: p for p in self.optParameters}
+        flags = {f[0] for f in self.optFlags}
+        for key, value in parser.items("pybrokerd"):
+            if key in flags:
+                if value.strip().lower() in ("1", "true", "yes", "on"):
+                    self[key] = 1
+                continue
+            if key not in known:
+                raise usage.UsageError("--config: unknown option %r in %s" % (key, path))
+            if self[key] != defaults[key]:
+                continue  # the command line wins
+            coerce = known[key][4] if len(known[key]) > 4 else None
+            try:
+                self[key] = coerce(value) if coerce else value
+            except ValueError as e:
+                raise usage.UsageError("--config: bad value for %s: %s" % (key, e))

@@ -1,0 +1,287 @@
+"""STOMP frame codec: incremental parser and serializer (sans-I/O, stdlib only).
+
+Wire behaviour follows ActiveMQ 5.17's StompWireFormat where the STOMP specs
+leave room: lines may end in CRLF in every version, unknown header escapes are
+kept literally, the first occurrence of a repeated header wins, and 1.0 header
+names and values are trimmed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "FrameError",
+    "Limits",
+    "Frame",
+    "FrameParser",
+    "serialize",
+    "escape_header",
+    "unescape_header",
+]
+
+
+class FrameError(Exception):
+    """Fatal wire-format violation; the connection must be closed.
+
+    str(e) is one human-readable line.
+    """
+
+
+@dataclass
+class Limits:
+    max_command_length: int = 1024  # bytes of the command line
+    max_header_length: int = 10 * 1024  # bytes of one header line
+    max_headers: int = 1000
+    max_body_length: int = 100 * 1024 * 1024
+
+
+class Frame:
+    __slots__ = ("command", "headers", "body")
+
+    def __init__(self, command, headers=None, body=b""):
+        self.command = command
+        self.headers = {} if headers is None else headers
+        self.body = body
+
+    def __eq__(self, other):
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (self.command, self.headers, self.body) == (other.command, other.headers, other.body)
+
+    __hash__ = None  # mutable
+
+    def __repr__(self):
+        # Frames end up in logs; never leak credentials there.
+        headers = {k: ("****" if k == "passcode" else v) for k, v in self.headers.items()}
+        body = self.body if len(self.body) <= 64 else bytes(self.body[:64]) + b"..."
+        return f"Frame({self.command!r}, {headers!r}, {body!r})"
+
+
+# --- header escaping -------------------------------------------------------
+
+_ESCAPE_11 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c"})
+_ESCAPE_12 = str.maketrans({"\\": "\\\\", "\n": "\\n", ":": "\\c", "\r": "\\r"})
+_UNESCAPE_11 = {"\\": "\\", "c": ":", "n": "\n"}
+_UNESCAPE_12 = {**_UNESCAPE_11, "r": "\r"}
+_ESCAPE_SEQ = re.compile(r"\\(.)", re.DOTALL)
+
+
+def escape_header(text: str, version: str) -> str:
+    if version == "1.0":
+        return text
+    return text.translate(_ESCAPE_11 if version == "1.1" else _ESCAPE_12)
+
+
+def unescape_header(text: str, version: str) -> str:
+    # 1.0 has no escaping in the spec, but ActiveMQ decodes \\, \c and \n for
+    # every version, so a 1.0 client relying on that keeps working.
+    if "\\" not in text:
+        return text
+    table = _UNESCAPE_12 if version not in ("1.0", "1.1") else _UNESCAPE_11
+    # An unknown sequence (or a lone trailing backslash, which the regex does
+    # not match) stays literal: ActiveMQ is lenient here, not strict like the spec.
+    return _ESCAPE_SEQ.sub(lambda m: table.get(m.group(1), m.group(0)), text)
+
+
+_NOT_ESCAPED = frozenset(("CONNECT", "STOMP"))  # the spec exempts these (1.0 clients send them)
+
+
+def serialize(command: str, headers, body: bytes = b"", version: str = "1.2") -> bytes:
+    # CONNECTED is exempt from escaping, mirroring CONNECT on the way in.
+    esc = "1.0" if command == "CONNECTED" else version
+    items = headers.items() if isinstance(headers, dict) else headers
+    lines = [command]
+    for name, value in items:
+        if not isinstance(value, str):
+            value = str(value)
+        lines.append(f"{escape_header(name, esc)}:{escape_header(value, esc)}")
+    lines.append("\n")
+    return b"".join(("\n".join(lines).encode("utf-8"), body, b"\x00\n"))
+
+
+# --- parser ----------------------------------------------------------------
+
+_CR = 0x0D
+_CONTENT_LENGTH = re.compile(r"\s*([0-9]+)\s*", re.ASCII)
+
+# Parser phases for the frame at the front of the buffer.
+_COMMAND, _HEADERS, _BODY = range(3)
+
+
+def _excerpt(raw) -> str:
+    """At most ~100 chars of raw bytes, safe to put on one log line."""
+    text = bytes(raw[:100]).decode("utf-8", "replace")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return text + ("..." if len(raw) > 100 else "")
+
+
+def _utf8(raw, what: str) -> str:
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(f"Invalid UTF-8 in {what} [{_excerpt(raw)}]") from None
+
+
+class FrameParser:
+    """Incremental STOMP frame parser.
+
+    The buffer always starts with the frame being assembled; it is trimmed
+    once per frame (deleting from the front of a bytearray is cheap in
+    CPython). Offsets into it are remembered across calls, and ``_scan``
+    records how far the current delimiter search got, so bytes trickling in
+    are never rescanned: total work is linear in the stream length.
+    """
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self.version = "1.0"
+        self._buf = bytearray()
+        self._error: FrameError | None = None
+        self._new_frame()
+
+    def _new_frame(self):
+        self._phase = _COMMAND
+        self._scan = 0  # delimiter search resumes here
+        self._pos = 0  # start of the next line (command/header phases)
+        self._command = ""
+        self._lines: list[tuple[int, int]] = []  # raw header lines, EOL excluded
+        self._headers: dict[str, str] = {}
+        self._headers_version = ""
+        self._body_start = 0
+        self._content_length: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._error is None:  # after an error the connection is dead: don't hoard bytes
+            self._buf += data
+
+    def next_frame(self) -> Frame | None:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_frame()
+        except FrameError as e:
+            self._error = e
+            self._buf = bytearray()
+            raise
+
+    # Each phase returns early with None when it needs more bytes, leaving
+    # its progress in the instance so the next call picks up where it stopped.
+    def _next_frame(self) -> Frame | None:
+        limits = self.limits
+        if self._phase == _COMMAND:
+            while True:
+                line = self._line(limits.max_command_length, "command length")
+                if line is None:
+                    self._drop_heartbeats()
+                    return None
+                start, end = line
+                if end > start:
+                    break
+                # An empty line between frames is a heart-beat.
+            self._command = _utf8(self._buf[start:end], "command")
+            self._drop_heartbeats(start)
+            self._phase = _HEADERS
+
+        if self._phase == _HEADERS:
+            while True:
+                line = self._line(limits.max_header_length, "header length")
+                if line is None:
+                    return None
+                start, end = line
+                if end == start:
+                    break
+                if self._buf.find(b":", start, end) < 0:
+                    raise FrameError(f"Unable to parse header line [{_excerpt(self._buf[start:end])}]")
+                if len(self._lines) >= limits.max_headers:
+                    raise FrameError(f"The maximum number of headers was exceeded ({limits.max_headers})")
+                self._lines.append((start, end))
+            # content-length is only known after decoding, so decode now.
+            self._decode_headers()
+            self._content_length = self._parse_content_length()
+            self._body_start = self._scan = self._pos
+            self._phase = _BODY
+
+        buf = self._buf
+        start, length = self._body_start, self._content_length
+        if length is not None:
+            end = start + length
+            if len(buf) <= end:
+                return None
+            if buf[end] != 0:
+                raise FrameError("Expected frame terminator NUL after content-length bytes")
+        else:
+            end = buf.find(b"\x00", self._scan)
+            if end < 0:
+                self._scan = len(buf)
+                self._check_body_length(len(buf) - start)
+                return None
+            self._check_body_length(end - start)
+
+        if self._headers_version != self.version:
+            # The session changed version while this frame was still arriving;
+            # the frame returned must reflect the version current now.
+            self._decode_headers()
+        frame = Frame(self._command, self._headers, bytes(buf[start:end]))
+        del buf[: end + 1]
+        self._new_frame()
+        return frame
+
+    def _line(self, limit: int, what: str) -> tuple[int, int] | None:
+        """Find the line starting at ``_pos``: (start, end) without its EOL, or None."""
+        buf, start = self._buf, self._pos
+        nl = buf.find(b"\n", self._scan)
+        if nl < 0:
+            self._scan = len(buf)
+            # A trailing CR may be half of a CRLF, so it doesn't count yet.
+            pending = len(buf) - start - (len(buf) > start and buf[-1] == _CR)
+            if pending > limit:
+                self._too_long(what, limit)
+            return None
+        end = nl - 1 if nl > start and buf[nl - 1] == _CR else nl
+        if end - start > limit:
+            self._too_long(what, limit)
+        self._pos = self._scan = nl + 1
+        return start, end
+
+    def _drop_heartbeats(self, upto: int | None = None):
+        """Discard consumed heart-beat EOLs so an idle peer can't grow the buffer."""
+        if upto is None:
+            upto = self._pos
+        if upto:
+            del self._buf[:upto]
+            self._pos -= upto
+            self._scan -= upto
+
+    @staticmethod
+    def _too_long(what: str, limit: int):
+        raise FrameError(f"The maximum {what} was exceeded ({limit} bytes)")
+
+    def _check_body_length(self, length: int):
+        if length > self.limits.max_body_length:
+            self._too_long("data length", self.limits.max_body_length)
+
+    def _decode_headers(self):
+        version = self.version
+        escaped = self._command not in _NOT_ESCAPED
+        headers: dict[str, str] = {}
+        for start, end in self._lines:
+            name, _, value = _utf8(self._buf[start:end], "header line").partition(":")
+            if version == "1.0":
+                name, value = name.strip(), value.strip()
+            if escaped:
+                name, value = unescape_header(name, version), unescape_header(value, version)
+            headers.setdefault(name, value)
+        self._headers, self._headers_version = headers, version
+
+    def _parse_content_length(self) -> int | None:
+        value = self._headers.get("content-length")
+        if value is None:
+            return None
+        m = _CONTENT_LENGTH.fullmatch(value)
+        if m is None:
+            raise FrameError("Specified content-length is not a valid integer")
+        length = int(m.group(1))
+        self._check_body_length(length)
+        return length

@@ -1,0 +1,583 @@
+"""One STOMP connection: frames in, broker calls, frames out.
+
+The session knows nothing of sockets.  Its owner (the Twisted protocol, or a test) gives it a
+``Link`` with ``write(bytes)``, ``close()`` and ``log`` and feeds it bytes; the session tells
+the link when the connection must end.  Timers (heart-beats, the CONNECT deadline) use the
+injected clock, so tests can drive them with ``twisted.internet.task.Clock``.
+
+What it does follows ActiveMQ 5.17's STOMP transport (docs/stomp.md lists where we differ on
+purpose): semantic errors get an ERROR and leave the connection open, framing errors get an
+ERROR and close it.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from pybrokerd import __version__
+from pybrokerd.broker.core import BrokerError, Transaction
+from pybrokerd.broker.destination import (
+    QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
+from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, now_ms
+from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
+from pybrokerd.broker.selector import SelectorError, compile_selector
+from pybrokerd.protocols.stomp.codec import FrameError, FrameParser, Limits, serialize
+
+log = Logger()
+
+SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
+CLIENT_COMMANDS = frozenset(("CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK",
+                             "BEGIN", "COMMIT", "ABORT", "DISCONNECT"))
+
+# Headers a producer may not set or that become message fields rather than properties.
+_NOT_PROPERTIES = frozenset((
+    "destination", "message-id", "redelivered", "subscription", "JMSXUserID", "ack", "transaction",
+    "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
+    "correlation-id", "reply-to", "type", "amq-msg-type"))
+
+_PREFIX_OF = {QUEUE: "/queue/", TOPIC: "/topic/", TEMP_QUEUE: "/temp-queue/", TEMP_TOPIC: "/temp-topic/"}
+_TEMP_PREFIXES = {"/temp-queue/": TEMP_QUEUE, "/temp-topic/": TEMP_TOPIC}
+_KIND_OF_PREFIX = {"/queue/": QUEUE, "/topic/": TOPIC, "/remote-temp-queue/": TEMP_QUEUE,
+                   "/remote-temp-topic/": TEMP_TOPIC}
+
+
+@dataclass
+class StompConfig:
+    limits: Limits = field(default_factory=Limits)
+    heartbeat_grace: float = 1.5     # a client promising beats every T ms is dropped after T*grace
+    connect_timeout: float = 30.0    # seconds a connection may stay open without CONNECT
+    default_heartbeat: tuple = (0, 0)
+    queue_prefetch: int = 1000
+    topic_prefetch: int = 32767
+    durable_prefetch: int = 100
+
+
+class ProtocolError(Exception):
+    """A client mistake.  fatal=True closes the connection after the ERROR frame."""
+
+    def __init__(self, message: str, fatal: bool = False):
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class StompSession:
+    _ids = itertools.count(1)
+
+    def __init__(self, broker, link, *, clock, id_generator, config: StompConfig | None = None):
+        self.broker = broker
+        self.link = link
+        self.clock = clock
+        self.config = config or StompConfig()
+        self.parser = FrameParser(self.config.limits)
+        self.connection_id = id_generator.connection_id()
+        self.version = "1.0"
+        self.connected = False
+        self.closing = False
+        self.client_id = None
+        self.writable = True
+        self.subscriptions: dict[str, Consumer] = {}
+        self.transactions: dict[str, Transaction] = {}
+        self._temp: dict[tuple[str, str], Destination] = {}
+        self._temp_names: dict[Destination, str] = {}
+        self._message_seq = itertools.count(1)
+        self._ack_seq = itertools.count(1)
+        self._receipts: collections.deque = collections.deque()
+        self._after_receipts: list = []
+        self._last_read = self._last_write = clock.seconds()
+        self._read_timer = self._write_timer = None
+        self._read_window = self._write_interval = 0.0
+        self._connect_timer = clock.callLater(self.config.connect_timeout, self._connect_timed_out)
+
+    # == input ==============================================================================
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.clock.seconds()
+        if self.closing:
+            return
+        self.parser.feed(data)
+        while not self.closing:
+            try:
+                frame = self.parser.next_frame()
+            except FrameError as e:
+                self._error(str(e), fatal=True)
+                return
+            if frame is None:
+                return
+            self._handle(frame)
+
+    def _handle(self, frame) -> None:
+        command = frame.command
+        receipt = frame.headers.get("receipt")
+        try:
+            if command not in CLIENT_COMMANDS:
+                raise ProtocolError("Unknown STOMP action: %s" % _clip(command), fatal=True)
+            if not self.connected and command not in ("CONNECT", "STOMP"):
+                raise ProtocolError("Not connected: send CONNECT first")
+            getattr(self, "on_" + command.lower())(frame, receipt)
+        except ProtocolError as e:
+            self._error(str(e), receipt=receipt, fatal=e.fatal)
+        except (BrokerError, DestinationError, SelectorError) as e:
+            self._error(str(e), receipt=receipt)
+        except Exception:
+            log.failure("STOMP {command} from {connection}", command=command,
+                        connection=self.connection_id)
+            self._error("Internal error while processing %s (see the broker log)" % command,
+                        receipt=receipt)
+
+    # == CONNECT ============================================================================
+    def on_connect(self, frame, receipt) -> None:
+        if self.connected:
+            raise ProtocolError("Already connected: a second %s was sent" % frame.command)
+        headers = frame.headers
+        self.version = self._negotiate(headers.get("accept-version"))
+        client_beats = self._parse_heartbeat(headers.get("heart-beat"))
+        client_id = headers.get("client-id") or None
+        try:
+            self.broker.connect(self, client_id)
+        except BrokerError as e:
+            raise ProtocolError(str(e), fatal=True)
+        self.client_id = client_id
+        self.connected = True
+        self.parser.version = self.version
+        if self._connect_timer.active():
+            self._connect_timer.cancel()
+        cx, cy = client_beats
+        reply = {"server": "pybrokerd/%s" % __version__, "heart-beat": "%d,%d" % (cy, cx),
+                 "session": self.connection_id}
+        if self.version != "1.0":
+            reply["version"] = self.version
+        if receipt is not None:
+            reply["receipt-id"] = receipt
+        if "request-id" in headers:
+            reply["response-id"] = headers["request-id"]
+        self._write("CONNECTED", reply)
+        self._start_heartbeats(cx, cy)
+
+    on_stomp = on_connect
+
+    @staticmethod
+    def _negotiate(accept: str | None) -> str:
+        if accept is None:
+            return "1.0"
+        offered = {v.strip() for v in accept.split(",")}
+        common = [v for v in SUPPORTED_VERSIONS if v in offered]
+        if not common:
+            raise ProtocolError("Invalid Protocol version %r: supported versions are %s"
+                                % (accept, ",".join(SUPPORTED_VERSIONS)), fatal=True)
+        return common[-1]
+
+    def _parse_heartbeat(self, value: str | None) -> tuple[int, int]:
+        if value is None or value.strip() == "":
+            return self.config.default_heartbeat
+        parts = value.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            cx, cy = (int(p.strip()) for p in parts)
+            if cx < 0 or cy < 0:
+                raise ValueError
+        except ValueError:
+            raise ProtocolError("Invalid heart-beat header %r: expected two non-negative "
+                                "integers like 10000,10000" % _clip(value), fatal=True)
+        return cx, cy
+
+    # == heart-beats ========================================================================
+    def _start_heartbeats(self, cx: int, cy: int) -> None:
+        if cy > 0:
+            self._write_interval = cy / 1000.0
+            self._write_timer = self.clock.callLater(self._write_interval, self._beat)
+        if cx > 0:
+            self._read_window = cx / 1000.0 * self.config.heartbeat_grace
+            self._read_timer = self.clock.callLater(self._read_window, self._check_read)
+
+    def _beat(self) -> None:
+        now = self.clock.seconds()
+        due = self._last_write + self._write_interval
+        if now >= due - 0.001:
+            self.link.write(b"\n")
+            self._last_write = now
+            due = now + self._write_interval
+        self._write_timer = self.clock.callLater(max(due - now, 0.001), self._beat)
+
+    def _check_read(self) -> None:
+        now = self.clock.seconds()
+        deadline = self._last_read + self._read_window
+        if now >= deadline:
+            log.info("STOMP {connection}: no data for {seconds:.1f}s despite the negotiated "
+                     "heart-beat; closing", connection=self.connection_id, seconds=now - self._last_read)
+            self._close()
+            return
+        self._read_timer = self.clock.callLater(deadline - now, self._check_read)
+
+    def _connect_timed_out(self) -> None:
+        if not self.connected and not self.closing:
+            log.info("STOMP {connection}: no CONNECT within {timeout}s; closing",
+                     connection=self.connection_id, timeout=self.config.connect_timeout)
+            self._close()
+
+    # == destinations =======================================================================
+    def _destinations(self, text: str | None, what: str) -> list[Destination]:
+        if text is None or not text.strip():
+            raise ProtocolError("%s received without a destination header" % what)
+        return [self._destination(prefix, name) for prefix, name in split_stomp(text)]
+
+    def _destination(self, prefix: str, name: str) -> Destination:
+        kind = _TEMP_PREFIXES.get(prefix)
+        if kind is None:
+            return Destination(_KIND_OF_PREFIX[prefix], name)
+        dest = self._temp.get((kind, name))
+        if dest is None:
+            dest = self.broker.create_temporary(kind, self.connection_id, self)
+            self._temp[(kind, name)] = dest
+            self._temp_names[dest] = _PREFIX_OF[kind] + name
+        return dest
+
+    def stomp_name(self, dest: Destination) -> str:
+        return self._temp_names.get(dest) or dest.stomp()
+
+    # == SEND ===============================================================================
+    def on_send(self, frame, receipt) -> None:
+        headers = frame.headers
+        destinations = self._destinations(headers.get("destination"), "SEND")
+        tx = self._transaction(headers.get("transaction")) if "transaction" in headers else None
+        message = self._build_message(frame, destinations[0])
+        copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
+        if tx is not None:
+            tx.sends.extend(copies)
+            self._receipt(receipt)
+            return
+        done = [self.broker.send(m) for m in copies]
+        self._receipt(receipt, done[0] if len(done) == 1 else defer.gatherResults(done))
+
+    def _build_message(self, frame, destination: Destination) -> Message:
+        h = frame.headers
+        priority = _int_header(h, "priority", DEFAULT_PRIORITY)
+        if not 0 <= priority <= 9:
+            raise ProtocolError("Invalid priority %d: must be between 0 and 9" % priority)
+        expires = _int_header(h, "expires", 0)
+        timestamp = _int_header(h, "timestamp", 0) or None
+        reply_to = h.get("reply-to")
+        if reply_to:
+            try:
+                parts = split_stomp(reply_to)
+                if len(parts) == 1:
+                    reply_to = self._destination(*parts[0])
+            except DestinationError:
+                pass  # ActiveMQ keeps an unparseable reply-to as a plain string
+        msg_type = h.get("amq-msg-type")
+        is_bytes = msg_type == "bytes" if msg_type in ("bytes", "text") else "content-length" in h
+        properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
+        return Message(
+            "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
+            properties=properties, persistent=h.get("persistent", "").strip().lower() == "true",
+            priority=priority, expires=expires, timestamp=timestamp,
+            correlation_id=h.get("correlation-id"), reply_to=reply_to, type=h.get("type"),
+            is_bytes=is_bytes)
+
+    # == SUBSCRIBE / UNSUBSCRIBE ============================================================
+    def on_subscribe(self, frame, receipt) -> None:
+        h = frame.headers
+        destinations = self._destinations(h.get("destination"), "SUBSCRIBE")
+        sub_id = h.get("id")
+        if sub_id is None:
+            if self.version != "1.0":
+                raise ProtocolError("SUBSCRIBE received without a subscription id!")
+            sub_id = h["destination"]
+        if sub_id in self.subscriptions:
+            raise ProtocolError("A subscription with id %r already exists on this connection" % sub_id)
+        ack_mode = h.get("ack", AUTO)
+        if ack_mode not in ACK_MODES:
+            raise ProtocolError("Invalid ack mode %r: use auto, client or client-individual" % ack_mode)
+        selector_text = (h.get("selector") or "").strip()
+        selector = compile_selector(selector_text) if selector_text else None
+        if h.get("browser", "").lower() == "true":
+            self._browse(sub_id, destinations, selector, receipt)
+            return
+        durable_name = h.get("activemq.subscriptionName") or None
+        if durable_name is not None and any(d.is_queue for d in destinations):
+            raise ProtocolError("Cannot durably subscribe to a Queue destination: %s" % h["destination"])
+        if durable_name is not None:
+            default_prefetch = self.config.durable_prefetch
+        elif all(d.is_topic for d in destinations):
+            default_prefetch = self.config.topic_prefetch
+        else:
+            default_prefetch = self.config.queue_prefetch
+        prefetch = _int_header(h, "activemq.prefetchSize", default_prefetch)
+        consumer = Consumer(
+            self, sub_id, destinations, ack_mode=ack_mode, selector=selector,
+            selector_text=selector_text, prefetch=prefetch,
+            exclusive=h.get("activemq.exclusive", "").lower() == "true",
+            durable_name=durable_name, client_id=self.client_id or self.connection_id,
+            no_local=h.get("activemq.noLocal", "").lower() == "true")
+        # As ActiveMQ: with a receipt, the RECEIPT goes out before the first MESSAGE.
+        consumer.closed = True
+        self.broker.subscribe(consumer)
+        self.subscriptions[sub_id] = consumer
+        self._receipt(receipt)
+        consumer.closed = False
+        for source in consumer.sources:
+            source.wake()
+
+    def _browse(self, sub_id, destinations, selector, receipt) -> None:
+        if self.version == "1.0":
+            raise ProtocolError("Queue browsing is not supported on STOMP 1.0; connect with 1.1 or 1.2")
+        if any(d.is_topic for d in destinations):
+            raise ProtocolError("Only queues can be browsed")
+        browser = Consumer(self, sub_id, destinations, ack_mode=AUTO)
+        browser.closed = True  # never attached to a queue: nothing is consumed
+        self.subscriptions[sub_id] = browser
+        self._receipt(receipt)
+        for message in self.broker.browse(destinations, selector):
+            self.deliver(browser, message, None)
+        self._write("MESSAGE", {"subscription": sub_id, "destination": h_join(self, destinations),
+                                "message-id": "0", "browser": "end"})
+
+    def on_unsubscribe(self, frame, receipt) -> None:
+        h = frame.headers
+        sub_id = h.get("id")
+        durable = h.get("activemq.subscriptionName")
+        if sub_id is None and self.version != "1.0" and durable is None:
+            raise ProtocolError("UNSUBSCRIBE received without a subscription id!")
+        if sub_id is None and durable is None and "destination" not in h:
+            raise ProtocolError("UNSUBSCRIBE must name the subscription id or the destination")
+        if durable is not None:
+            # ActiveMQ: naming the durable subscription removes it, which fails while it is in
+            # use; UNSUBSCRIBE by id first to detach the consumer.
+            done = self.broker.remove_durable(self.client_id or self.connection_id, durable)
+            self._receipt(receipt, done)
+            return
+        if sub_id is None:
+            wanted = h["destination"]
+            sub_id = next((k for k, c in self.subscriptions.items()
+                           if ",".join(self.stomp_name(d) for d in c.destinations) == wanted
+                           or k == wanted), None)
+        consumer = self.subscriptions.pop(sub_id, None) if sub_id is not None else None
+        if consumer is None:
+            raise ProtocolError("No subscription matched: %s" % (sub_id or h.get("destination")))
+        self._receipt(receipt, self.broker.unsubscribe(consumer))
+
+    # == ACK / NACK =========================================================================
+    def on_ack(self, frame, receipt) -> None:
+        self._acknowledge(frame, receipt, "ack")
+
+    def on_nack(self, frame, receipt) -> None:
+        if self.version == "1.0":
+            raise ProtocolError("NACK is not supported on STOMP 1.0")
+        self._acknowledge(frame, receipt, "nack")
+
+    def _acknowledge(self, frame, receipt, kind: str) -> None:
+        h = frame.headers
+        command = kind.upper()
+        if self.version == "1.2":
+            ack_id = h.get("id")
+            if ack_id is None:
+                raise ProtocolError("%s received without an id header (use the MESSAGE's ack header)"
+                                    % command)
+            found = next(((c, c.resolve(ack_id=ack_id)) for c in self.subscriptions.values()
+                          if c.resolve(ack_id=ack_id)), None)
+            shown = ack_id
+        else:
+            message_id = h.get("message-id")
+            if message_id is None:
+                raise ProtocolError("%s received without a message-id header" % command)
+            candidates = self.subscriptions.values()
+            if "subscription" in h and self.version != "1.0":
+                sub = self.subscriptions.get(h["subscription"])
+                candidates = [sub] if sub is not None else []
+            found = next(((c, c.resolve(message_id=message_id)) for c in candidates
+                          if c.resolve(message_id=message_id)), None)
+            shown = message_id
+        if found is None:
+            raise ProtocolError("Unexpected %s received for message-id [%s]" % (command, shown))
+        consumer, key = found
+        ids = consumer.up_to(key) if kind == "ack" and consumer.ack_mode == CLIENT else [key]
+        if "transaction" in h:
+            tx = self._transaction(h["transaction"])
+            self.broker.tx_ack(tx, consumer, ids, kind)
+            self._receipt(receipt)
+            return
+        done = self.broker.ack(consumer, ids) if kind == "ack" else self.broker.nack(consumer, ids)
+        self._receipt(receipt, done)
+
+    # == transactions =======================================================================
+    def _transaction(self, tx_id: str | None) -> Transaction:
+        tx = self.transactions.get(tx_id) if tx_id is not None else None
+        if tx is None:
+            raise ProtocolError("Invalid transaction id: %s (no BEGIN for it on this connection)" % tx_id)
+        return tx
+
+    def _tx_header(self, frame, command: str) -> str:
+        tx_id = frame.headers.get("transaction")
+        if not tx_id:
+            raise ProtocolError("%s received without a transaction header" % command)
+        return tx_id
+
+    def on_begin(self, frame, receipt) -> None:
+        tx_id = self._tx_header(frame, "BEGIN")
+        if tx_id in self.transactions:
+            raise ProtocolError("Transaction %s is already started" % tx_id)
+        self.transactions[tx_id] = Transaction(tx_id)
+        self._receipt(receipt)
+
+    def on_commit(self, frame, receipt) -> None:
+        tx = self._transaction(self._tx_header(frame, "COMMIT"))
+        del self.transactions[tx.tx_id]
+        self._receipt(receipt, self.broker.commit(tx))
+
+    def on_abort(self, frame, receipt) -> None:
+        tx = self._transaction(self._tx_header(frame, "ABORT"))
+        del self.transactions[tx.tx_id]
+        self.broker.rollback(tx)
+        self._receipt(receipt)
+
+    # == DISCONNECT =========================================================================
+    def on_disconnect(self, frame, receipt) -> None:
+        self._release()
+        if receipt is not None:
+            self._receipt(receipt)
+            self._when_receipts_sent(self._close)
+        else:
+            self._close()
+
+    # == output =============================================================================
+    def next_ack_id(self) -> str:
+        return "%s:%d" % (self.connection_id, next(self._ack_seq))
+
+    def deliver(self, consumer: Consumer, message: Message, ack_id: str | None) -> None:
+        h = {"message-id": message.message_id,
+             "destination": self.stomp_name(message.destination)}
+        if message.correlation_id is not None:
+            h["correlation-id"] = message.correlation_id
+        h["expires"] = str(message.expires)
+        if message.redelivery_count:
+            h["redelivered"] = "true"
+        h["priority"] = str(message.priority)
+        if message.reply_to is not None:
+            rt = message.reply_to
+            h["reply-to"] = self.stomp_name(rt) if isinstance(rt, Destination) else rt
+        h["timestamp"] = str(message.timestamp)
+        if message.type is not None:
+            h["type"] = message.type
+        if message.original_destination is not None:
+            h["original-destination"] = self.stomp_name(message.original_destination)
+        if message.persistent:
+            h["persistent"] = "true"
+        h["subscription"] = consumer.subscription_id
+        if ack_id is not None and self.version == "1.2":
+            h["ack"] = ack_id
+        for k, v in message.properties.items():
+            h.setdefault(k, v)
+        if message.is_bytes or b"\x00" in message.body:
+            h["content-length"] = str(len(message.body))
+        self._write("MESSAGE", h, message.body)
+
+    def _write(self, command: str, headers, body: bytes = b"") -> None:
+        if self.closing:
+            return
+        self._last_write = self.clock.seconds()
+        self.link.write(serialize(command, headers, body, self.version))
+
+    def _error(self, text: str, receipt: str | None = None, fatal: bool = False) -> None:
+        headers = {"content-type": "text/plain", "message": text}
+        if receipt is not None:
+            headers["receipt-id"] = receipt
+        body = (text + "\n").encode("utf-8")
+        headers["content-length"] = str(len(body))
+        self._write("ERROR", headers, body)
+        if fatal:
+            self._close()
+
+    def _receipt(self, receipt: str | None, done: defer.Deferred | None = None) -> None:
+        """Send RECEIPT once `done` fires, keeping receipts in the order of their frames."""
+        if receipt is None and done is None:
+            return
+        entry = [receipt, done is None or done.called, None]
+        if done is not None and not done.called:
+            def fired(result, entry=entry):
+                entry[1] = True
+                if hasattr(result, "check"):  # a Failure
+                    log.failure("store write for {connection}", result, connection=self.connection_id)
+                    entry[2] = "The broker could not store this durably: %s" % result.getErrorMessage()
+                self._flush_receipts()
+            done.addBoth(fired)
+        elif done is not None:
+            # already fired: a failure is still surfaced
+            done.addErrback(lambda f, entry=entry: entry.__setitem__(
+                2, "The broker could not store this durably: %s" % f.getErrorMessage()))
+        self._receipts.append(entry)
+        self._flush_receipts()
+
+    def _flush_receipts(self) -> None:
+        while self._receipts and self._receipts[0][1]:
+            receipt, _, failure = self._receipts.popleft()
+            if failure is not None:
+                self._error(failure, receipt=receipt)
+            elif receipt is not None:
+                self._write("RECEIPT", {"receipt-id": receipt})
+        if not self._receipts and self._after_receipts:
+            callbacks, self._after_receipts = self._after_receipts, []
+            for cb in callbacks:
+                cb()
+
+    def _when_receipts_sent(self, callback) -> None:
+        self._after_receipts.append(callback)
+        self._flush_receipts()
+
+    # == flow control and teardown ==========================================================
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for consumer in list(self.subscriptions.values()):
+            for source in list(consumer.sources):
+                source.wake()
+
+    def _close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.writable = False
+        self.link.close()
+
+    def _release(self) -> None:
+        """Give back everything this connection holds in the broker."""
+        for tx in self.transactions.values():
+            self.broker.rollback(tx)
+        self.transactions.clear()
+        subs, self.subscriptions = self.subscriptions, {}
+        for consumer in subs.values():
+            self.broker.unsubscribe(consumer)
+        if self.connected:
+            self.broker.disconnect(self, self.client_id)
+            self.connected = False
+
+    def connection_lost(self) -> None:
+        self.closing = True
+        self.writable = False
+        for timer in (self._read_timer, self._write_timer, self._connect_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._release()
+
+
+def h_join(session: StompSession, destinations) -> str:
+    return ",".join(session.stomp_name(d) for d in destinations)
+
+
+def _int_header(headers, name: str, default: int) -> int:
+    value = headers.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ProtocolError("Invalid %s header %r: expected an integer" % (name, _clip(value)))
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,122 @@
+"""The memory store: the whole contract, nothing survives a restart."""
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from stores.interfaces import IMessageStore, IPersistenceAdapter
+
+
+@implementer(IMessageStore)
+class MemoryMessageStore:
+    def __init__(self, name):
+        self.name = name
+        self._messages = {}  # insertion-ordered: arrival order
+        self._bytes = 0
+
+    def _add(self, message):
+        if message.message_id not in self._messages:
+            self._bytes += len(message.body)
+        else:
+            self._bytes += len(message.body) - len(self._messages[message.message_id].body)
+        self._messages[message.message_id] = message
+
+    def _remove(self, message_id):
+        message = self._messages.pop(message_id, None)
+        if message is not None:
+            self._bytes -= len(message.body)
+
+    def add(self, message):
+        self._add(message)
+        return defer.succeed(None)
+
+    def remove(self, message_id):
+        self._remove(message_id)
+        return defer.succeed(None)
+
+    def update(self, message):
+        if message.message_id in self._messages:
+            self._add(message)
+        return defer.succeed(None)
+
+    def recover(self, max_count, after=None):
+        ids = iter(self._messages)
+        if after is not None:
+            for message_id in ids:
+                if message_id == after:
+                    break
+        result = []
+        for message_id in ids:
+            if len(result) >= max_count:
+                break
+            result.append(self._messages[message_id])
+        return defer.succeed(result)
+
+    def count(self):
+        return len(self._messages)
+
+    def bytes(self):
+        return self._bytes
+
+
+@implementer(IPersistenceAdapter)
+class MemoryPersistenceAdapter:
+    durable = False
+
+    def __init__(self, directory=None, **options):
+        self.directory = directory
+        self._queues = {}
+        self._subscription_stores = {}
+        self._subscriptions = {}
+
+    def open(self):
+        return defer.succeed(None)
+
+    def close(self):
+        return defer.succeed(None)
+
+    def queue_store(self, name):
+        store = self._queues.get(name)
+        if store is None:
+            store = self._queues[name] = MemoryMessageStore("queue:" + name)
+        return store
+
+    def subscription_store(self, client_id, subscription_name):
+        key = (client_id, subscription_name)
+        store = self._subscription_stores.get(key)
+        if store is None:
+            store = self._subscription_stores[key] = MemoryMessageStore(
+                "sub:%s:%s" % key)
+        return store
+
+    def add_subscription(self, info):
+        self._subscriptions[(info["client_id"], info["name"])] = dict(info)
+        return defer.succeed(None)
+
+    def delete_subscription(self, client_id, subscription_name):
+        self._subscriptions.pop((client_id, subscription_name), None)
+        self._subscription_stores.pop((client_id, subscription_name), None)
+        return defer.succeed(None)
+
+    def subscriptions(self):
+        return list(self._subscriptions.values())
+
+    def destinations(self):
+        return list(self._queues)
+
+    def remove_destination(self, name):
+        self._queues.pop(name, None)
+        return defer.succeed(None)
+
+    def transaction(self, operations):
+        for op, store, arg in operations:
+            if op == "add":
+                store._add(arg)
+            else:
+                store._remove(arg)
+        return defer.succeed(None)
+
+    def checkpoint(self):
+        return defer.succeed(None)
+
+    def size(self):
+        return 0

@@ -1,0 +1,170 @@
+"""Test support: real broker processes and a raw-socket STOMP client.
+
+Everything here waits on events (a log line, a frame, a closed socket) with a deadline; there are
+no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+from pybrokerd.protocols.stomp.codec import FrameParser, serialize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def unique(prefix="t"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
+
+
+class BrokerProcess:
+    """A `twistd -n pybrokerd` subprocess on an ephemeral STOMP port."""
+
+    def __init__(self, *args, directory=None):
+        self.args = list(args)
+        self.dir = directory or tempfile.mkdtemp(prefix="pybrokerd-test-")
+        self.logfile = os.path.join(self.dir, "broker-%s.log" % uuid.uuid4().hex[:6])
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=30.0, wait=True):
+        cmd = [TWISTD, "-n", "--pidfile=", "--logfile=%s" % self.logfile, "pybrokerd",
+               "--dir=%s" % os.path.join(self.dir, "store"),
+               "--stomp=tcp:0:interface=127.0.0.1"] + self.args
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_listening(timeout)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            m = regex.search(self.log())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError("broker exited with %s\n%s\n%s" % (self.proc.returncode, out, self.log()))
+            time.sleep(0.02)
+        raise TimeoutError("no %r in broker log within %ss:\n%s" % (pattern, timeout, self.log()))
+
+    def wait_listening(self, timeout=30.0):
+        m = self.wait_for_log(r"STOMP listening on [\d.]+:(\d+)", timeout)
+        self.port = int(m.group(1))
+
+    def stop(self, timeout=15.0):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RawStomp:
+    """A wire-level STOMP client over a plain socket."""
+
+    def __init__(self, port, host="127.0.0.1", version="1.2"):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.parser = FrameParser()
+        self.parser.version = version
+        self.version = version
+        self.frames = []
+        self.closed = False
+
+    def send_raw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def send(self, command, headers=None, body=b""):
+        if isinstance(body, str):
+            body = body.encode()
+        self.sock.sendall(serialize(command, headers or {}, body, self.version).rstrip(b"\n"))
+
+    def connect(self, version="1.2", **headers):
+        h = {"accept-version": version, "host": "localhost"} if version else {}
+        h.update({k.replace("_", "-"): v for k, v in headers.items()})
+        self.send("CONNECT", h)
+        frame = self.recv()
+        assert frame.command == "CONNECTED", frame
+        return frame
+
+    def _fill(self, deadline):
+        self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.parser.feed(data)
+        return True
+
+    def recv(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.parser.next_frame()
+            if frame is not None:
+                return frame
+            if self.closed or time.monotonic() >= deadline:
+                raise TimeoutError("no frame within %ss (closed=%s)" % (timeout, self.closed))
+            self._fill(deadline)
+
+    def recv_command(self, command, timeout=5.0):
+        frame = self.recv(timeout)
+        assert frame.command == command, "expected %s, got %r" % (command, frame)
+        return frame
+
+    def maybe_recv(self, timeout=0.3):
+        try:
+            return self.recv(timeout)
+        except TimeoutError:
+            return None
+
+    def wait_closed(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            if self.parser.next_frame() is not None:
+                continue
+            self._fill(deadline)
+        return self.closed
+
+    def receipt(self, command, headers=None, body=b"", timeout=5.0):
+        """Send a frame with a receipt and return the RECEIPT (or ERROR) that answers it."""
+        rid = unique("r")
+        headers = dict(headers or {}, receipt=rid)
+        self.send(command, headers, body)
+        frame = self.recv(timeout)
+        return frame
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
