@@ -37,7 +37,8 @@ R = "zq" + "".join(random.choice("abcdefghjkmnpqrstuvwxyz23456789") for _ in ran
 RECEIPT_TIMEOUT = 2.0
 CLOSE_CHECK = 1.0
 
-_AMQ_ID = re.compile(r"ID:[A-Za-z0-9_.\-]+?-\d+-\d+-\d+(?::\d+)*")
+_AMQ_ID = re.compile(r"ID(?::|\\c)[A-Za-z0-9_.\-]+?-\d+-\d+-\d+(?:(?::|\\c)-?\d+)*")
+_TCP = re.compile(r"(tcp://[0-9.]+:)\d+")
 _EPOCH = re.compile(r"(?<!\d)1[5-9]\d{11}(?!\d)")
 
 
@@ -158,6 +159,7 @@ class Scenario(object):
         self.out = []
         self.conns = []
         self.idmap = {}
+        self._idre = None
         self.sent_expires = set()
 
     # -- naming -------------------------------------------------------
@@ -166,8 +168,14 @@ class Scenario(object):
 
     # -- output -------------------------------------------------------
     def norm(self, s):
+        if self.idmap:
+            if self._idre is None:
+                keys = sorted(self.idmap, key=len, reverse=True)
+                self._idre = re.compile("|".join("(?:%s)(?![0-9A-Za-z])" % re.escape(k) for k in keys))
+            s = self._idre.sub(lambda m: self.idmap[m.group(0)], s)
         s = s.replace(R, "<R>")
         s = _AMQ_ID.sub("<AMQ-ID>", s)
+        s = _TCP.sub(r"\1<PORT>", s)
         s = _EPOCH.sub("<EPOCHMS>", s)
         return s
 
@@ -178,9 +186,18 @@ class Scenario(object):
         self.log("    NOTE: " + s)
 
     def idtok(self, v):
-        if v not in self.idmap:
-            self.idmap[v] = "<ID%d>" % (len(self.idmap) + 1)
-        return self.idmap[v]
+        """Map an opaque id (as on the wire, possibly STOMP-escaped) to <IDn>.
+        The escaped and unescaped spellings share one token."""
+        plain = v.replace("\\c", ":").replace("\\\\", "\\")
+        tok = self.idmap.get(v) or self.idmap.get(plain)
+        if tok is None:
+            self.ntok = getattr(self, "ntok", 0) + 1
+            tok = "<ID%d>" % self.ntok
+        for k in (v, plain):
+            if k not in self.idmap:
+                self.idmap[k] = tok
+                self._idre = None
+        return tok
 
     def fmt_header(self, cmd, k, v):
         if v is None:
@@ -222,6 +239,14 @@ class Scenario(object):
             self.note("parse problem: " + f.bad)
 
     # -- connections --------------------------------------------------
+    def prod(self, version="1.2"):
+        """A separate producer connection 'P' (so that MESSAGE/RECEIPT interleaving
+        on the consumer connection does not depend on broker-side races)."""
+        if getattr(self, "_prod", None) is None:
+            self._prod = self.conn("P")
+            self._prod.connect(version=version)
+        return self._prod
+
     def conn(self, label):
         c = Conn(self, label)
         self.conns.append(c)
@@ -565,11 +590,14 @@ def _(sc):
 def _bad_cmd(sid, title, cmd):
     @scenario(sid, title)
     def _(sc):
+        s_ = new_conn(sc, "S")
+        s_.sub(sc.d("/queue/x"), "id:1")
         c = new_conn(sc, "A")
-        c.sub(sc.d("/queue/x"), "id:1")
         rid = c.send(cmd, "destination:" + sc.d("/queue/x"), body="x", receipt=True)
         c.receipt(rid)
-        c.drain(0.5)
+        c.drain(0.3)
+        sc.log("S: was anything delivered to the subscriber?")
+        s_.drain_note(0.5)
         c.alive()
 
 
@@ -590,9 +618,9 @@ def _roundtrip(sid, title, *hdrs, **kw):
         extra = kw.get("extra")
         h = [x(sc) if callable(x) else x for x in hdrs]
         if kw.get("raw"):
-            c.sendraw(kw["raw"](sc, q))
+            sc.prod(version).sendraw(kw["raw"](sc, q))
         else:
-            c.sendmsg(q, kw.get("body", "hello"), *h)
+            sc.prod(version).sendmsg(q, kw.get("body", "hello"), *h)
         c.expect(1, 1.5, since=m)
         c.drain(0.2)
 
@@ -635,13 +663,16 @@ def _odd_dest(sid, title, dest_fn):
     @scenario(sid, title)
     def _(sc):
         dest = dest_fn(sc)
+        s_ = new_conn(sc, "S")
+        s_.sub(dest, "id:same")
+        s_.sub("/queue/" + dest.lstrip("/"), "id:q")
+        s_.sub("/topic/" + dest.lstrip("/"), "id:t")
         c = new_conn(sc, "A")
-        c.sub(dest, "id:same")
-        c.sub("/queue/" + dest.lstrip("/"), "id:q")
-        c.sub("/topic/" + dest.lstrip("/"), "id:t")
         rid = c.send("SEND", "destination:" + dest, body="x", receipt=True)
         c.receipt(rid)
-        c.drain(0.5)
+        c.drain(0.3)
+        sc.log("S: was anything delivered to the subscriber?")
+        s_.drain_note(0.5)
         c.alive()
 
 
@@ -662,7 +693,7 @@ def _(sc):
     rid = c.send("SUBSCRIBE", "destination:" + q, receipt=True)
     c.receipt(rid)
     m = c.mark()
-    c.sendmsg(q, "hello")
+    sc.prod().sendmsg(q, "hello")
     c.expect(1, 1.0, since=m)
     c.alive()
 
@@ -695,13 +726,13 @@ def _(sc):
     c = new_conn(sc, "A")
     c.sub(sc.d("/queue/s"), "id:1")
     c.receipt(c.send("SUBSCRIBE", "id:1", "destination:" + sc.d("/queue/s2"), receipt=True))
-    c.sendmsg(sc.d("/queue/s"), "to-s")
-    c.sendmsg(sc.d("/queue/s2"), "to-s2")
+    sc.prod().sendmsg(sc.d("/queue/s"), "to-s")
+    sc.prod().sendmsg(sc.d("/queue/s2"), "to-s2")
     c.drain(0.7)
     sc.log("A: UNSUBSCRIBE id:1 once")
     c.receipt(c.send("UNSUBSCRIBE", "id:1", receipt=True))
-    c.sendmsg(sc.d("/queue/s"), "to-s-after")
-    c.sendmsg(sc.d("/queue/s2"), "to-s2-after")
+    sc.prod().sendmsg(sc.d("/queue/s"), "to-s-after")
+    sc.prod().sendmsg(sc.d("/queue/s2"), "to-s2-after")
     c.drain(0.7)
     c.alive()
 _err_case("4.19", "BEGIN without transaction header", lambda sc, c: c.send("BEGIN", receipt=True))
@@ -751,7 +782,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client")
     m = a.mark()
-    _send_n(sc, a, q, 3)
+    _send_n(sc, sc.prod(), q, 3)
     got = a.expect(3, 1.5, since=m)
     if len(got) >= 2:
         a.receipt(a.send("ACK", *a.ack_of(got[1]), receipt=True))
@@ -767,7 +798,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client-individual")
     m = a.mark()
-    _send_n(sc, a, q, 3)
+    _send_n(sc, sc.prod(), q, 3)
     got = a.expect(3, 1.5, since=m)
     if len(got) >= 2:
         a.receipt(a.send("ACK", *a.ack_of(got[1]), receipt=True))
@@ -785,7 +816,7 @@ def _nack_ci(sid, title, persistent):
         a = new_conn(sc, "A")
         a.sub(q, "id:1", "ack:client-individual")
         m = a.mark()
-        a.sendmsg(q, "nack-" + sc.tag, "persistent:%s" % ("true" if persistent else "false"), "foo:bar")
+        sc.prod().sendmsg(q, "nack-" + sc.tag, "persistent:%s" % ("true" if persistent else "false"), "foo:bar")
         got = a.expect(1, 1.5, since=m)
         if got:
             a.receipt(a.send("NACK", *a.ack_of(got[0]), receipt=True))
@@ -809,7 +840,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client")
     m = a.mark()
-    _send_n(sc, a, q, 3, "persistent:true")
+    _send_n(sc, sc.prod(), q, 3, "persistent:true")
     got = a.expect(3, 1.5, since=m)
     if len(got) >= 2:
         a.receipt(a.send("NACK", *a.ack_of(got[1]), receipt=True))
@@ -829,7 +860,7 @@ def _(sc):
     a = new_conn(sc, "A", version="1.1")
     a.sub(q, "id:1", "ack:client")
     m = a.mark()
-    _send_n(sc, a, q, 2)
+    _send_n(sc, sc.prod(), q, 2)
     got = a.expect(2, 1.5, since=m)
     if len(got) >= 2:
         a.receipt(a.send("ACK", *a.ack_of(got[1]), receipt=True))
@@ -845,7 +876,7 @@ def _(sc):
     a = new_conn(sc, "A", version=None)
     a.sub(q, "ack:client", id=None)
     m = a.mark()
-    _send_n(sc, a, q, 2)
+    _send_n(sc, sc.prod(), q, 2)
     got = a.expect(2, 1.5, since=m)
     if got:
         a.receipt(a.send("ACK", *a.ack_of(got[0]), receipt=True))
@@ -861,7 +892,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client")
     m = a.mark()
-    _send_n(sc, a, q, 2)
+    _send_n(sc, sc.prod(), q, 2)
     a.expect(2, 1.5, since=m)
     a.receipt(a.send("UNSUBSCRIBE", "id:1", receipt=True))
     a.sub(q, "id:2", "ack:auto")
@@ -922,7 +953,7 @@ def _ack_tx(sid, title, ackmode):
         a = new_conn(sc, "A")
         a.sub(q, "id:1", "ack:" + ackmode)
         m = a.mark()
-        a.sendmsg(q, "m1")
+        sc.prod().sendmsg(q, "m1")
         got = a.expect(1, 1.5, since=m)
         if not got:
             return
@@ -951,7 +982,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client-individual")
     m = a.mark()
-    a.sendmsg(q, "m1")
+    sc.prod().sendmsg(q, "m1")
     got = a.expect(1, 1.5, since=m)
     if not got:
         return
@@ -960,6 +991,27 @@ def _(sc):
     a.receipt(a.send("COMMIT", "transaction:t1", receipt=True))
     a.disconnect()
     b = new_conn(sc, "B")
+    b.sub(q, "id:1", "ack:auto")
+    b.drain_note(0.7)
+
+
+@scenario("8.07", "ack:client-individual: ACK inside tx, ABORT, DISCONNECT (no 2nd ACK), reconnect")
+def _(sc):
+    q = sc.d("/queue/txack")
+    a = new_conn(sc, "A")
+    a.sub(q, "id:1", "ack:client-individual")
+    m = a.mark()
+    sc.prod().sendmsg(q, "m1")
+    got = a.expect(1, 1.5, since=m)
+    if not got:
+        return
+    a.receipt(a.send("BEGIN", "transaction:t1", receipt=True))
+    a.receipt(a.send("ACK", *a.ack_of(got[0]) + ["transaction:t1"], receipt=True))
+    a.receipt(a.send("ABORT", "transaction:t1", receipt=True))
+    a.drain(0.3)
+    a.disconnect()
+    b = new_conn(sc, "B")
+    sc.log("B: is the message still on the queue?")
     b.sub(q, "id:1", "ack:auto")
     b.drain_note(0.7)
 
@@ -1144,7 +1196,7 @@ def _wild(sid, title, sub_suffix, sends):
         a.sub(base + sub_suffix[1], "id:1")
         m = a.mark()
         for s in sends:
-            a.sendmsg(base + s, "to" + (s or "(base)"))
+            sc.prod().sendmsg(base + s, "to" + (s or "(base)"))
         a.expect(len(sends), 1.0, since=m)
         a.drain(0.2)
 
@@ -1161,7 +1213,7 @@ def _(sc):
     a.sub(c1, "id:1")
     a.sub(c2, "id:2")
     m = a.mark()
-    a.sendmsg(c1 + "," + c2, "composite")
+    sc.prod().sendmsg(c1 + "," + c2, "composite")
     a.expect(2, 1.0, since=m)
     a.drain(0.2)
 
@@ -1173,7 +1225,7 @@ def _(sc):
     a.sub(c1, "id:1")
     a.sub(t2, "id:2")
     m = a.mark()
-    a.sendmsg(c1 + "," + t2, "composite")
+    sc.prod().sendmsg(c1 + "," + t2, "composite")
     a.expect(2, 1.0, since=m)
     a.drain(0.2)
 
@@ -1184,8 +1236,8 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(c1 + "," + c2, "id:1")
     m = a.mark()
-    a.sendmsg(c1, "to-c1")
-    a.sendmsg(c2, "to-c2")
+    sc.prod().sendmsg(c1, "to-c1")
+    sc.prod().sendmsg(c2, "to-c2")
     a.expect(2, 1.0, since=m)
     a.drain(0.2)
 
@@ -1220,9 +1272,9 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1")
     m = a.mark()
-    a.sendmsg(q, "g1", "JMSXGroupID:grpA")
-    a.sendmsg(q, "g2", "JMSXGroupID:grpA", "JMSXGroupSeq:5")
-    a.sendmsg(q, "g3", "JMSXGroupSeq:7")
+    sc.prod().sendmsg(q, "g1", "JMSXGroupID:grpA")
+    sc.prod().sendmsg(q, "g2", "JMSXGroupID:grpA", "JMSXGroupSeq:5")
+    sc.prod().sendmsg(q, "g3", "JMSXGroupSeq:7")
     a.expect(3, 1.0, since=m)
 
 
@@ -1236,6 +1288,21 @@ def _(sc):
     p = new_conn(sc, "P")
     for i in range(1, 5):
         p.sendmsg(q, "g%d" % i, "JMSXGroupID:grpA")
+    a.drain(0.5)
+    b.drain(0.3)
+    sc.note("A got %d, B got %d" % (len(a.msgs()), len(b.msgs())))
+
+
+@scenario("13.03", "control for 13.02: 4 messages without JMSXGroupID, 2 consumers")
+def _(sc):
+    q = sc.d("/queue/grp")
+    a = new_conn(sc, "A")
+    a.sub(q, "id:1")
+    b = new_conn(sc, "B")
+    b.sub(q, "id:1")
+    p = new_conn(sc, "P")
+    for i in range(1, 5):
+        p.sendmsg(q, "n%d" % i)
     a.drain(0.5)
     b.drain(0.3)
     sc.note("A got %d, B got %d" % (len(a.msgs()), len(b.msgs())))
@@ -1376,7 +1443,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1")
     a.receipt(a.send("UNSUBSCRIBE", "id:1", receipt=True))
-    a.sendmsg(q, "after-unsub")
+    sc.prod().sendmsg(q, "after-unsub")
     a.drain_note(0.5)
 
 
@@ -1386,7 +1453,7 @@ def _(sc):
     a = new_conn(sc, "A")
     a.sub(q, "id:1", "ack:client-individual")
     m = a.mark()
-    _send_n(sc, a, q, 2)
+    _send_n(sc, sc.prod(), q, 2)
     got = a.expect(2, 1.0, since=m)
     if len(got) == 2:
         a.receipt(a.send("ACK", *a.ack_of(got[0]), receipt=True))
@@ -1405,7 +1472,7 @@ def _sel(sid, selector, msgs):
         a.sub(q, "id:1", "selector:" + selector)
         m = a.mark()
         for body, hdrs in msgs:
-            a.sendmsg(q, body, *hdrs)
+            sc.prod().sendmsg(q, body, *hdrs)
         a.drain(0.8)
         sc.note("delivered bodies: %s" % [f.body.decode("utf-8", "replace") for f in a.msgs(m)])
 

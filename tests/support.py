@@ -93,7 +93,7 @@ class RawStomp:
         self.parser = FrameParser()
         self.parser.version = version
         self.version = version
-        self.frames = []
+        self.backlog = []  # frames read while waiting for a receipt, handed out by recv()
         self.closed = False
 
     def send_raw(self, data: bytes):
@@ -127,6 +127,11 @@ class RawStomp:
         return True
 
     def recv(self, timeout=5.0):
+        if self.backlog:
+            return self.backlog.pop(0)
+        return self._recv_wire(timeout)
+
+    def _recv_wire(self, timeout):
         deadline = time.monotonic() + timeout
         while True:
             frame = self.parser.next_frame()
@@ -160,8 +165,12 @@ class RawStomp:
         rid = unique("r")
         headers = dict(headers or {}, receipt=rid)
         self.send(command, headers, body)
-        frame = self.recv(timeout)
-        return frame
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._recv_wire(max(deadline - time.monotonic(), 0.001))
+            if frame.command in ("RECEIPT", "ERROR") and frame.headers.get("receipt-id") == rid:
+                return frame
+            self.backlog.append(frame)
 
     def close(self):
         try:
