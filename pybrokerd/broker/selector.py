@@ -133,14 +133,13 @@ def _normalize(v):
     return _UNSUPPORTED
 
 
-_INT_STR = re.compile(r"[+-]?[0-9]+")
 _FLOAT_STR = re.compile(
     r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)")
 
 
 def _to_num(s: str):
     """STOMP string -> number for a comparison, or None if it is not numeric."""
-    if _INT_STR.fullmatch(s):
+    if s.isascii() and (s.isdigit() or (s and s[0] in "+-" and s[1:].isdigit())):
         try:
             return int(s)
         except ValueError:  # more digits than int() accepts
@@ -535,14 +534,19 @@ def _no_lookup(name):  # constant sub-expressions never look anything up
 
 def _cmp_ident_const(name, c, fast, slow):
     tc = type(c)
+    numeric = tc in _NUM
 
     def compare(lookup):
         a = lookup(name)
         if a is None:
             return None
-        if type(a) is tc:
+        ta = type(a)
+        if ta is tc:
             return fast(a, c)
-        if type(a) not in _PLAIN:
+        if numeric and ta is str:  # the STOMP case: header string vs number literal
+            a = _to_num(a)
+            return None if a is None else fast(a, c)
+        if ta not in _PLAIN:
             a = _normalize(a)
         return slow(a, c)
     return compare
@@ -746,6 +750,11 @@ def _between_const_fn(vf, lo, hi, negated):
         def between(lookup):
             v = vf(lookup)
             t = type(v)
+            if t is str:  # STOMP header: convert once
+                v = _to_num(v)
+                if v is None:
+                    return None
+                return lo <= v <= hi
             if t is int or t is float:
                 return lo <= v <= hi
             return general(lookup) if v is not None else None
@@ -754,6 +763,11 @@ def _between_const_fn(vf, lo, hi, negated):
     def not_between(lookup):
         v = vf(lookup)
         t = type(v)
+        if t is str:
+            v = _to_num(v)
+            if v is None:
+                return None
+            return v < lo or v > hi
         if t is int or t is float:
             return v < lo or v > hi
         return general(lookup) if v is not None else None

@@ -1,0 +1,423 @@
+"""Broker semantics over STOMP: topics, transactions, durable and temporary destinations,
+wildcards, composites, browsing, prefetch, exclusivity, groups, selectors, expiry."""
+
+import time
+
+from support import unique
+
+
+def q():
+    return "/queue/" + unique()
+
+
+def t():
+    return "/topic/" + unique()
+
+
+def sub(c, dest, sid="1", **extra):
+    frame = c.receipt("SUBSCRIBE", dict({"destination": dest, "id": sid}, **extra))
+    assert frame.command == "RECEIPT", frame
+    return frame
+
+
+def bodies(c, n, timeout=5.0):
+    return [c.recv_command("MESSAGE", timeout).body for _ in range(n)]
+
+
+def nothing_more(c, timeout=0.3):
+    frame = c.maybe_recv(timeout)
+    assert frame is None, frame
+
+
+# -- topics --------------------------------------------------------------------------------
+
+def test_topic_fans_out_to_every_subscriber(raw):
+    dest = t()
+    subs = [raw() for _ in range(3)]
+    for c in subs:
+        sub(c, dest)
+    raw().receipt("SEND", {"destination": dest}, b"all")
+    for c in subs:
+        assert bodies(c, 1) == [b"all"]
+
+
+def test_non_durable_topic_keeps_nothing(raw):
+    dest = t()
+    raw().receipt("SEND", {"destination": dest, "persistent": "true"}, b"lost")
+    c = raw()
+    sub(c, dest)
+    nothing_more(c)
+
+
+def test_topic_wildcards(raw):
+    base = unique("w")
+    c_all, c_one = raw(), raw()
+    sub(c_all, "/topic/%s.>" % base)
+    sub(c_one, "/topic/%s.*" % base)
+    p = raw()
+    for name in (base, base + ".b", base + ".b.c"):
+        p.receipt("SEND", {"destination": "/topic/" + name}, name.encode())
+    assert bodies(c_all, 3) == [base.encode(), (base + ".b").encode(), (base + ".b.c").encode()]
+    assert bodies(c_one, 1) == [(base + ".b").encode()]
+    nothing_more(c_one)
+
+
+def test_queue_wildcard_subscription(raw):
+    base = unique("qw")
+    c = raw()
+    p = raw()
+    p.receipt("SEND", {"destination": "/queue/%s.before" % base}, b"1")
+    sub(c, "/queue/%s.*" % base)
+    p.receipt("SEND", {"destination": "/queue/%s.after" % base}, b"2")
+    p.receipt("SEND", {"destination": "/queue/%s.x.y" % base}, b"no")
+    assert sorted(bodies(c, 2)) == [b"1", b"2"]
+    nothing_more(c)
+
+
+def test_composite_send_and_subscribe(raw):
+    a, b, topic = q(), q(), t()
+    ct = raw()
+    sub(ct, topic)
+    raw().receipt("SEND", {"destination": "%s,%s,%s" % (a, b, topic)}, b"c")
+    assert bodies(ct, 1) == [b"c"]
+    c = raw()
+    sub(c, "%s,%s" % (a, b))
+    got = [c.recv_command("MESSAGE") for _ in range(2)]
+    assert sorted(m.headers["destination"] for m in got) == sorted([a, b])
+    assert got[0].headers["message-id"] == got[1].headers["message-id"]
+
+
+def test_unknown_destination_prefix_names_accepted_ones(raw):
+    frame = raw().receipt("SUBSCRIBE", {"destination": "queue/x", "id": "1"})
+    assert frame.command == "ERROR"
+    assert "/queue/" in frame.headers["message"] and "/topic/" in frame.headers["message"]
+
+
+# -- transactions --------------------------------------------------------------------------
+
+def test_transaction_commit_delivers_sends_together(raw):
+    dest = q()
+    c, p = raw(), raw()
+    sub(c, dest)
+    p.receipt("BEGIN", {"transaction": "tx"})
+    p.receipt("SEND", {"destination": dest, "transaction": "tx"}, b"1")
+    p.receipt("SEND", {"destination": dest, "transaction": "tx"}, b"2")
+    nothing_more(c)
+    assert p.receipt("COMMIT", {"transaction": "tx"}).command == "RECEIPT"
+    assert bodies(c, 2) == [b"1", b"2"]
+
+
+def test_transaction_abort_discards_sends(raw):
+    dest = q()
+    c, p = raw(), raw()
+    sub(c, dest)
+    p.receipt("BEGIN", {"transaction": "tx"})
+    p.receipt("SEND", {"destination": dest, "transaction": "tx"}, b"1")
+    p.receipt("ABORT", {"transaction": "tx"})
+    p.receipt("SEND", {"destination": dest}, b"after")
+    assert bodies(c, 1) == [b"after"]
+
+
+def test_disconnect_aborts_open_transaction(raw):
+    dest = q()
+    c, p = raw(), raw()
+    sub(c, dest)
+    p.receipt("BEGIN", {"transaction": "tx"})
+    p.receipt("SEND", {"destination": dest, "transaction": "tx"}, b"never")
+    p.close()
+    raw().receipt("SEND", {"destination": dest}, b"later")
+    assert bodies(c, 1) == [b"later"]
+
+
+def test_ack_in_aborted_transaction_can_be_acked_again(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest, ack="client-individual")
+    raw().receipt("SEND", {"destination": dest}, b"m")
+    m = c.recv_command("MESSAGE")
+    c.receipt("BEGIN", {"transaction": "tx"})
+    assert c.receipt("ACK", {"id": m.headers["ack"], "transaction": "tx"}).command == "RECEIPT"
+    c.receipt("ABORT", {"transaction": "tx"})
+    nothing_more(c)  # ActiveMQ: nothing is redelivered until the consumer goes away
+    assert c.receipt("ACK", {"id": m.headers["ack"]}).command == "RECEIPT"
+    c.close()
+    d = raw()
+    sub(d, dest)
+    nothing_more(d)
+
+
+def test_ack_in_committed_transaction_consumes(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest, ack="client")
+    raw().receipt("SEND", {"destination": dest}, b"m")
+    m = c.recv_command("MESSAGE")
+    c.receipt("BEGIN", {"transaction": "tx"})
+    c.receipt("ACK", {"id": m.headers["ack"], "transaction": "tx"})
+    c.receipt("COMMIT", {"transaction": "tx"})
+    c.close()
+    d = raw()
+    sub(d, dest)
+    nothing_more(d)
+
+
+def test_ack_in_transaction_rolled_back_by_disconnect_redelivers(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest, ack="client")
+    raw().receipt("SEND", {"destination": dest}, b"m")
+    m = c.recv_command("MESSAGE")
+    c.receipt("BEGIN", {"transaction": "tx"})
+    c.receipt("ACK", {"id": m.headers["ack"], "transaction": "tx"})
+    c.close()
+    d = raw()
+    sub(d, dest)
+    assert d.recv_command("MESSAGE").headers["redelivered"] == "true"
+
+
+# -- durable subscriptions -----------------------------------------------------------------
+
+def test_durable_subscription_receives_while_offline(raw):
+    dest, cid = t(), unique("cid")
+    c = raw(**{"client-id": cid})
+    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    c.send("DISCONNECT", {"receipt": "bye"})
+    c.recv_command("RECEIPT")
+    c.wait_closed()
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"offline-1")
+    p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"offline-2")
+    c = raw(**{"client-id": cid})
+    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    assert bodies(c, 2) == [b"offline-1", b"offline-2"]
+
+
+def test_durable_unsubscribe_needs_detach_first(raw):
+    dest, cid = t(), unique("cid")
+    c = raw(**{"client-id": cid})
+    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    frame = c.receipt("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s1"})
+    assert frame.command == "ERROR" and "in use" in frame.headers["message"]
+    assert c.receipt("UNSUBSCRIBE", {"id": "1"}).command == "RECEIPT"
+    assert c.receipt("UNSUBSCRIBE", {"activemq.subscriptionName": "s1"}).command == "RECEIPT"
+    raw().receipt("SEND", {"destination": dest, "persistent": "true"}, b"gone")
+    sub(c, dest, sid="2", **{"activemq.subscriptionName": "s1"})
+    nothing_more(c)
+
+
+def test_durable_subscription_on_queue_is_an_error(raw):
+    frame = raw(**{"client-id": unique()}).receipt(
+        "SUBSCRIBE", {"destination": q(), "id": "1", "activemq.subscriptionName": "s"})
+    assert frame.command == "ERROR" and "Queue" in frame.headers["message"]
+
+
+def test_durable_subscription_in_use_by_other_connection(raw):
+    dest, cid = t(), unique("cid")
+    c = raw(**{"client-id": cid})
+    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    frame = c.receipt("SUBSCRIBE", {"destination": dest, "id": "2", "activemq.subscriptionName": "s1"})
+    assert frame.command == "ERROR" and "in use" in frame.headers["message"]
+
+
+# -- temporary destinations ----------------------------------------------------------------
+
+def test_temp_queue_request_reply(raw):
+    requester, responder = raw(), raw()
+    service = q()
+    sub(requester, "/temp-queue/replies")
+    sub(responder, service)
+    requester.receipt("SEND", {"destination": service, "reply-to": "/temp-queue/replies"}, b"ping")
+    req = responder.recv_command("MESSAGE")
+    reply_to = req.headers["reply-to"]
+    assert reply_to.startswith("/remote-temp-queue/")
+    assert responder.receipt("SEND", {"destination": reply_to}, b"pong").command == "RECEIPT"
+    rep = requester.recv_command("MESSAGE")
+    assert rep.body == b"pong"
+    assert rep.headers["destination"] == "/temp-queue/replies"
+    requester.close()
+    time.sleep(0)  # the broker notices the close asynchronously: poll below
+    deadline = time.monotonic() + 5
+    while True:
+        frame = responder.receipt("SEND", {"destination": reply_to}, b"late")
+        if frame.command == "ERROR" or time.monotonic() > deadline:
+            break
+    assert frame.command == "ERROR" and "temporary" in frame.headers["message"]
+
+
+def test_temp_topic(raw):
+    c = raw()
+    sub(c, "/temp-topic/events")
+    c.receipt("SEND", {"destination": "/temp-topic/events"}, b"e")
+    m = c.recv_command("MESSAGE")
+    assert m.headers["destination"] == "/temp-topic/events"
+
+
+# -- browsing ------------------------------------------------------------------------------
+
+def test_queue_browser_sees_without_consuming(raw):
+    dest = q()
+    p = raw()
+    for body in (b"a", b"b"):
+        p.receipt("SEND", {"destination": dest}, body)
+    c = raw()
+    sub(c, dest, sid="b", browser="true")
+    frames = [c.recv_command("MESSAGE") for _ in range(3)]
+    assert [f.body for f in frames[:2]] == [b"a", b"b"]
+    assert frames[2].headers["browser"] == "end"
+    assert frames[2].headers["subscription"] == "b"
+    d = raw()
+    sub(d, dest)
+    assert bodies(d, 2) == [b"a", b"b"]
+
+
+def test_browsing_is_refused_on_1_0(raw):
+    c = raw(version="1.0")
+    c.send("SUBSCRIBE", {"destination": q(), "browser": "true", "receipt": "r"})
+    assert c.recv().command == "ERROR"
+
+
+# -- dispatch: prefetch, round robin, exclusive, groups, priority --------------------------
+
+def test_first_consumer_takes_backlog_with_default_prefetch(raw):
+    dest = q()
+    p = raw()
+    for i in range(10):
+        p.send("SEND", {"destination": dest}, b"%d" % i)
+    p.receipt("BEGIN", {"transaction": "sync"})
+    a, b = raw(), raw()
+    sub(a, dest, ack="client")
+    sub(b, dest, ack="client")
+    assert len(bodies(a, 10)) == 10
+    nothing_more(b)
+
+
+def test_prefetch_one_round_robin(raw):
+    dest = q()
+    a, b = raw(), raw()
+    sub(a, dest, ack="client-individual", **{"activemq.prefetchSize": "1"})
+    sub(b, dest, ack="client-individual", **{"activemq.prefetchSize": "1"})
+    p = raw()
+    for i in range(4):
+        p.receipt("SEND", {"destination": dest}, b"%d" % i)
+    ma, mb = a.recv_command("MESSAGE"), b.recv_command("MESSAGE")
+    assert {ma.body, mb.body} == {b"0", b"1"}
+    nothing_more(a)
+    a.receipt("ACK", {"id": ma.headers["ack"]})
+    assert a.recv_command("MESSAGE").body == b"2"
+    b.receipt("ACK", {"id": mb.headers["ack"]})
+    assert b.recv_command("MESSAGE").body == b"3"
+
+
+def test_round_robin_between_consumers(raw):
+    dest = q()
+    a, b = raw(), raw()
+    sub(a, dest)
+    sub(b, dest)
+    p = raw()
+    for i in range(6):
+        p.receipt("SEND", {"destination": dest}, b"%d" % i)
+    assert bodies(a, 3) == [b"0", b"2", b"4"]
+    assert bodies(b, 3) == [b"1", b"3", b"5"]
+
+
+def test_exclusive_consumer_gets_everything_then_fails_over(raw):
+    dest = q()
+    a, b = raw(), raw()
+    sub(b, dest)
+    sub(a, dest, **{"activemq.exclusive": "true"})
+    p = raw()
+    for i in range(4):
+        p.receipt("SEND", {"destination": dest}, b"%d" % i)
+    assert bodies(a, 4) == [b"0", b"1", b"2", b"3"]
+    nothing_more(b)
+    a.close()
+    p.receipt("SEND", {"destination": dest}, b"after")
+    assert bodies(b, 1) == [b"after"]
+
+
+def test_message_groups_stick_to_one_consumer(raw):
+    dest = q()
+    a, b = raw(), raw()
+    sub(a, dest)
+    sub(b, dest)
+    p = raw()
+    for i in range(6):
+        group = "g1" if i % 3 else "g2"
+        p.receipt("SEND", {"destination": dest, "JMSXGroupID": group, "n": str(i)}, group.encode())
+    frames_a = [f.body for f in iter(lambda: a.maybe_recv(0.5), None)]
+    frames_b = [f.body for f in iter(lambda: b.maybe_recv(0.5), None)]
+    assert sorted(frames_a + frames_b) == sorted([b"g2", b"g1", b"g1", b"g2", b"g1", b"g1"])
+    assert len(set(frames_a)) == 1 and len(set(frames_b)) == 1
+
+
+def test_priority_is_fifo_by_default(raw):
+    dest = q()
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "priority": "1"}, b"low")
+    p.receipt("SEND", {"destination": dest, "priority": "9"}, b"high")
+    c = raw()
+    sub(c, dest)
+    assert bodies(c, 2) == [b"low", b"high"]
+
+
+# -- selectors -----------------------------------------------------------------------------
+
+def test_selectors(raw):
+    dest = q()
+    heavy, red = raw(), raw()
+    sub(heavy, dest, selector="weight > 5")
+    sub(red, dest, selector="color = 'red' AND JMSPriority >= 4")
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "weight": "10"}, b"heavy")
+    p.receipt("SEND", {"destination": dest, "color": "red"}, b"red")
+    p.receipt("SEND", {"destination": dest, "color": "blue"}, b"nobody")
+    assert bodies(heavy, 1) == [b"heavy"]
+    assert bodies(red, 1) == [b"red"]
+    nothing_more(heavy)
+    nothing_more(red)
+    later = raw()
+    sub(later, dest)
+    assert bodies(later, 1) == [b"nobody"]
+
+
+def test_topic_selector(raw):
+    dest = t()
+    c = raw()
+    sub(c, dest, selector="n IN ('1', '3')")
+    p = raw()
+    for n in "1234":
+        p.receipt("SEND", {"destination": dest, "n": n}, n.encode())
+    assert bodies(c, 2) == [b"1", b"3"]
+
+
+# -- expiry --------------------------------------------------------------------------------
+
+def test_expired_messages_are_not_delivered_and_persistent_ones_go_to_dlq(raw):
+    dest = q()
+    p = raw()
+    past = str(int(time.time() * 1000) - 1000)
+    p.receipt("SEND", {"destination": dest, "expires": past, "persistent": "true",
+                       "marker": dest}, b"old")
+    p.receipt("SEND", {"destination": dest, "expires": past, "marker": dest}, b"old-np")
+    p.receipt("SEND", {"destination": dest}, b"fresh")
+    c = raw()
+    sub(c, dest)
+    assert bodies(c, 1) == [b"fresh"]
+    nothing_more(c)
+    dlq = raw()
+    sub(dlq, "/queue/ActiveMQ.DLQ", selector="marker = '%s'" % dest)
+    m = dlq.recv_command("MESSAGE")
+    assert m.body == b"old" and m.headers["original-destination"] == dest
+    nothing_more(dlq)
+
+
+def test_message_expiring_while_queued(raw):
+    dest = q()
+    p = raw()
+    expires = int(time.time() * 1000) + 300
+    p.receipt("SEND", {"destination": dest, "expires": str(expires)}, b"x")
+    while time.time() * 1000 <= expires:  # the condition is the wall clock itself
+        time.sleep(0.05)
+    c = raw()
+    sub(c, dest)
+    nothing_more(c)
