@@ -36,8 +36,8 @@ class BrokerService(service.Service):
 
     async def _start(self):
         opts = self.options
-        log.info("pybrokerd {version} starting: store={store} dir={dir}",
-                 version=__version__, store=opts["store"], dir=opts["dir"])
+        log.info("pybrokerd {version} starting: broker={name} store={store} dir={dir}",
+                 version=__version__, name=opts["broker-name"], store=opts["store"], dir=opts["dir"])
         os.makedirs(opts["dir"], exist_ok=True)
         adapter_class = registry.load(opts["store"])
         self.store = adapter_class(opts["dir"])

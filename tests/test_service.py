@@ -1,0 +1,117 @@
+"""The twistd plugin: options, start-up, config file, several brokers side by side."""
+
+import os
+import subprocess
+
+import pytest
+
+from support import TWISTD, BrokerProcess, RawStomp, unique
+
+
+def twistd(*args, cwd=None):
+    return subprocess.run([TWISTD, "-n", "--pidfile=", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_help_lists_every_option():
+    out = twistd("pybrokerd", "--help").stdout
+    for option in ("--store", "--dir", "--data-dir", "--scheduler-dir", "--stomp", "--amqp",
+                   "--openwire", "--admin", "--broker-name", "--config"):
+        assert option in out
+
+
+@pytest.mark.parametrize("option", ["amqp", "openwire", "admin"])
+def test_unimplemented_listener_is_refused_clearly(option):
+    result = twistd("pybrokerd", "--%s=tcp:5672" % option)
+    assert result.returncode != 0
+    assert "not implemented yet" in result.stdout + result.stderr
+
+
+def test_unknown_store_is_refused():
+    result = twistd("pybrokerd", "--store=nosuch")
+    assert result.returncode != 0
+    assert "nosuch" in result.stdout + result.stderr
+
+
+def test_port_in_use_fails_with_non_zero_exit(broker, tmp_path):
+    result = twistd("--logfile=%s" % (tmp_path / "log"), "pybrokerd", "--dir=%s" % tmp_path,
+                    "--stomp=tcp:%d:interface=127.0.0.1" % broker.port)
+    assert result.returncode != 0
+    assert "failed to start" in (tmp_path / "log").read_text()
+
+
+def test_two_brokers_from_one_working_directory(tmp_path):
+    a = BrokerProcess(directory=str(tmp_path)).start()
+    b = BrokerProcess("--broker-name=b", directory=str(tmp_path))
+    b.args.append("--dir=%s" % (tmp_path / "other"))
+    b.start()
+    try:
+        for proc in (a, b):
+            c = RawStomp(proc.port)
+            assert c.connect().command == "CONNECTED"
+            c.close()
+        assert a.port != b.port
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_config_file(tmp_path):
+    config = tmp_path / "broker.ini"
+    config.write_text("[pybrokerd]\nmax-redeliveries = 1\nbroker-name = fromfile\n")
+    proc = BrokerProcess("--config=%s" % config).start()
+    try:
+        assert "broker=fromfile" in proc.log()
+        dest = "/queue/" + unique()
+        p = RawStomp(proc.port)
+        p.connect()
+        p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"x")
+        for _ in range(2):  # delivered, then redelivered once; the next return exceeds 1
+            c = RawStomp(proc.port)
+            c.connect()
+            c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client"})
+            c.recv_command("MESSAGE")
+            c.close()
+        dlq = RawStomp(proc.port)
+        dlq.connect()
+        dlq.receipt("SUBSCRIBE", {"destination": "/queue/ActiveMQ.DLQ", "id": "d"})
+        m = dlq.recv_command("MESSAGE")
+        assert m.headers["original-destination"] == dest
+        c = RawStomp(proc.port)
+        c.connect()
+        c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+        assert c.maybe_recv(0.3) is None
+    finally:
+        proc.stop()
+
+
+def test_bad_config_file_is_refused(tmp_path):
+    config = tmp_path / "broker.ini"
+    config.write_text("[pybrokerd]\nno-such-option = 1\n")
+    result = twistd("pybrokerd", "--config=%s" % config)
+    assert result.returncode != 0
+    assert "no-such-option" in result.stdout + result.stderr
+
+
+def test_prioritized_messages_option():
+    proc = BrokerProcess("--prioritized-messages").start()
+    try:
+        dest = "/queue/" + unique()
+        p = RawStomp(proc.port)
+        p.connect()
+        for prio in ("1", "9", "4"):
+            p.receipt("SEND", {"destination": dest, "priority": prio}, prio.encode())
+        c = RawStomp(proc.port)
+        c.connect()
+        c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+        assert [c.recv_command("MESSAGE").body for _ in range(3)] == [b"9", b"4", b"1"]
+    finally:
+        proc.stop()
+
+
+def test_sigterm_stops_promptly(tmp_path):
+    proc = BrokerProcess(directory=str(tmp_path)).start()
+    proc.stop(timeout=10)
+    assert proc.proc.returncode in (0, -15)  # twistd exits by re-raising SIGTERM
+    assert "pybrokerd stopped" in proc.log()
+    assert os.path.isdir(tmp_path / "store")
