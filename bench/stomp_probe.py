@@ -352,6 +352,19 @@ class Conn(object):
             self.sc.log("%s: *** connection closed by broker (EOF)" % self.label)
             return False
         self.buf += data
+        # ActiveMQ may write the EOL that follows a frame's NUL separately; give it
+        # 50 ms to arrive so it is attributed to the frame and not logged as a heart-beat.
+        while self.buf.endswith(b"\x00"):
+            self.sock.settimeout(0.05)
+            try:
+                more = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if not more:
+                break  # EOF is noticed on the next pump
+            self.buf += more
         self._parse(t)
         return True
 
