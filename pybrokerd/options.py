@@ -31,7 +31,8 @@ class Options(usage.Options):
         ["version", None, "print the version and exit"],
     ]
     optParameters = [
-        ["store", None, "memory", "persistence store: memory (available: see docs/stores.md)"],
+        ["store", None, "kahadb", "persistence store: kahadb (journal), lmdb, leveldb, memory"],
+        ["sync", None, "always", "disk sync policy of the store: always, periodic (1 s) or never"],
         ["dir", None, "./data", "persistence directory (shared by a master/slave pair)"],
         ["data-dir", None, None, "data directory for other state [default: --dir]"],
         ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
@@ -69,6 +70,8 @@ class Options(usage.Options):
             raise usage.UsageError("--store: %s" % e)
         except ImportError as e:
             raise usage.UsageError("--store=%s cannot be loaded: %s" % (self["store"], e))
+        if self["sync"] not in ("always", "periodic", "never"):
+            raise usage.UsageError("--sync must be always, periodic or never")
         if self["data-dir"] is None:
             self["data-dir"] = self["dir"]
         if self["scheduler-dir"] is None:

@@ -40,7 +40,7 @@ class BrokerService(service.Service):
                  version=__version__, name=opts["broker-name"], store=opts["store"], dir=opts["dir"])
         os.makedirs(opts["dir"], exist_ok=True)
         adapter_class = registry.load(opts["store"])
-        self.store = adapter_class(opts["dir"])
+        self.store = adapter_class(opts["dir"], sync=opts["sync"], reactor=self.reactor)
         await self.store.open()
         self.broker = Broker(self.store, clock=self.reactor, name=opts["broker-name"],
                              prioritized=bool(opts["prioritized-messages"]),

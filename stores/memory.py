@@ -62,7 +62,7 @@ class MemoryMessageStore:
 class MemoryPersistenceAdapter:
     durable = False
 
-    def __init__(self, directory=None, **options):
+    def __init__(self, directory=None, sync="always", reactor=None, **options):
         self.directory = directory
         self._queues = {}
         self._subscription_stores = {}

@@ -4,7 +4,11 @@ from importlib.metadata import entry_points
 
 BUILTIN = {
     "memory": "stores.memory:MemoryPersistenceAdapter",
+    "kahadb": "stores.journal:JournalAdapter",
+    "lmdb": "stores.lmdb_store:LmdbAdapter",
+    "leveldb": "stores.leveldb_store:LevelDbAdapter",
 }
+DEFAULT = "kahadb"
 
 
 class UnknownStore(LookupError):

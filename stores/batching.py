@@ -1,0 +1,378 @@
+"""The shared half of every persistent store: in-memory catalogue + one group-committing writer.
+
+A backend (journal, lmdb, leveldb) only knows how to apply one batch of operations atomically,
+make it durable (sync), read one stored message back, and list what it holds when it opens.
+Everything else lives here, once:
+
+* the catalogue, kept in the reactor thread: for each store key ("queue:<name>",
+  "sub:<client>:<name>") the message ids in arrival order, each mapped to the Message itself
+  while its write is in flight (Unwritten) and to a packed int (add sequence << 32 | body
+  size) once written; the sequence orders adds store-wide and is how a backend finds a
+  message again;
+* the writer thread: it takes every operation pending from every connection, drops an add and
+  its remove found in the same batch (a message acked before it was written costs no I/O),
+  applies the rest as one atomic batch with one sync, then fires all their Deferreds in the
+  reactor thread;
+* the sync policy: ``always`` (sync every batch before anybody hears "done"), ``periodic``
+  (at most once a second; a crash may lose the last second), ``never`` (leave it to the OS).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from stores import serialization
+from stores.interfaces import IMessageStore, IPersistenceAdapter
+
+log = Logger()
+
+SYNC_POLICIES = ("always", "periodic", "never")
+
+
+class Catalogue:
+    """What a backend found on open: store key -> [(message id, seq, size)] in arrival order,
+    durable subscription records, and the queue names."""
+
+    def __init__(self):
+        self.messages: dict[str, list[tuple[str, object]]] = collections.defaultdict(list)
+        self.subscriptions: dict[str, dict] = {}
+        self.queues: set[str] = set()
+        self.next_seq = 1  # one more than the highest add sequence stored
+
+
+class Unwritten:
+    """A catalogue entry whose add is still on its way to the disk."""
+
+    __slots__ = ("message", "seq")
+
+    def __init__(self, message, seq):
+        self.message = message
+        self.seq = seq
+
+
+@implementer(IMessageStore)
+class StoreView:
+    """One destination's slice of the catalogue; the IMessageStore the broker holds."""
+
+    def __init__(self, adapter: "BatchingAdapter", key: str):
+        self.adapter = adapter
+        self.name = key
+        self.entries: dict[str, object] = {}  # message id -> Unwritten, or seq << 32 | size
+        self._bytes = 0
+
+    def add(self, message):
+        return self.adapter.transaction([("add", self, message)])
+
+    def remove(self, message_id):
+        return self.adapter.transaction([("remove", self, message_id)])
+
+    def update(self, message):
+        # Redelivery counts are not rewritten in place yet: a message keeps the count it was
+        # stored with.
+        return defer.succeed(None)
+
+    def recover(self, max_count, after=None):
+        key = self.name
+        ids = iter(self.entries)
+        if after is not None:
+            for message_id in ids:
+                if message_id == after:
+                    break
+        wanted = []
+        for message_id in ids:
+            if len(wanted) >= max_count:
+                break
+            wanted.append((message_id, self.entries[message_id]))
+        return self.adapter._read_many(key, wanted)
+
+    def count(self):
+        return len(self.entries)
+
+    def bytes(self):
+        return self._bytes
+
+
+class _Pending:
+    __slots__ = ("ops", "deferred")
+
+    def __init__(self, ops, deferred):
+        self.ops = ops
+        self.deferred = deferred
+
+
+@implementer(IPersistenceAdapter)
+class BatchingAdapter:
+    """Base class of the persistent stores.  Subclasses implement the backend hooks below."""
+
+    durable = True
+    periodic_sync_interval = 1.0
+    maintenance_interval = 5.0
+
+    def __init__(self, directory, sync: str = "always", reactor=None, **options):
+        if sync not in SYNC_POLICIES:
+            raise ValueError("sync policy must be one of %s" % ", ".join(SYNC_POLICIES))
+        if reactor is None:
+            from twisted.internet import reactor
+        self.directory = directory
+        self.sync_policy = sync
+        self.reactor = reactor
+        self.options = options
+        self._views: dict[str, StoreView] = {}
+        self._subscriptions: dict[str, dict] = {}
+        self._queues: set[str] = set()
+        self._pending: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._thread = None
+        self._stopping = False
+        self._last_sync = time.monotonic()
+        self._unsynced = False
+        self._next_seq = 1
+
+    # -- backend hooks (run in the writer thread, except open/close) -----------------------
+    def backend_open(self) -> Catalogue:
+        raise NotImplementedError
+
+    def backend_apply(self, ops: list) -> None:
+        """Apply [("add", key, id, data, seq, body_size) | ("remove", key, id, seq) |
+        ("sub", key, info) | ("unsub", key) | ("queue", name) | ("drop", name) |
+        ("checkpoint",)] atomically.  `seq` orders the adds (it only grows); a remove
+        carries its add's seq."""
+        raise NotImplementedError
+
+    def backend_sync(self) -> None:
+        raise NotImplementedError
+
+    def backend_read(self, key: str, message_id: str, seq: int) -> bytes:
+        """The encoded message (may run in a pool thread, concurrently with the writer)."""
+        raise NotImplementedError
+
+    def backend_maintenance(self) -> None:
+        """Periodic work in the writer thread between batches (checkpoints, GC)."""
+
+    def backend_close(self) -> None:
+        raise NotImplementedError
+
+    def size(self):
+        return 0
+
+    # -- IPersistenceAdapter ---------------------------------------------------------------
+    def open(self):
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                         self.backend_open).addCallback(self._opened)
+
+    def _opened(self, catalogue: Catalogue):
+        for key, entries in catalogue.messages.items():
+            view = self._view(key)
+            for message_id, seq, size in entries:
+                view.entries[message_id] = seq << 32 | size
+                view._bytes += size
+        self._next_seq = catalogue.next_seq
+        self._subscriptions = dict(catalogue.subscriptions)
+        self._queues = set(catalogue.queues)
+        self._thread = threading.Thread(target=self._writer, name="pybrokerd-store-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self):
+        if self._thread is None:
+            return defer.succeed(None)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        thread, self._thread = self._thread, None
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), thread.join)
+
+    def _view(self, key: str) -> StoreView:
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = StoreView(self, key)
+        return view
+
+    def queue_store(self, name):
+        if name not in self._queues:
+            self._queues.add(name)
+            self._submit([("queue", name)])
+        return self._view("queue:" + name)
+
+    def subscription_store(self, client_id, subscription_name):
+        return self._view("sub:%s:%s" % (client_id, subscription_name))
+
+    def add_subscription(self, info):
+        key = "sub:%s:%s" % (info["client_id"], info["name"])
+        self._subscriptions[key] = dict(info)
+        return self._submit([("sub", key, dict(info))])
+
+    def delete_subscription(self, client_id, subscription_name):
+        key = "sub:%s:%s" % (client_id, subscription_name)
+        self._subscriptions.pop(key, None)
+        self._views.pop(key, None)
+        return self._submit([("unsub", key)])
+
+    def subscriptions(self):
+        return list(self._subscriptions.values())
+
+    def destinations(self):
+        return sorted(self._queues)
+
+    def remove_destination(self, name):
+        self._queues.discard(name)
+        self._views.pop("queue:" + name, None)
+        return self._submit([("drop", name)])
+
+    def transaction(self, operations):
+        ops = []
+        for op, view, arg in operations:
+            if op == "add":
+                if arg.message_id in view.entries:
+                    continue  # already stored (a duplicate add is a no-op)
+                entry = Unwritten(arg, self._next_seq)
+                self._next_seq += 1
+                view.entries[arg.message_id] = entry
+                view._bytes += len(arg.body)
+                ops.append(("add", view, entry))
+            else:
+                entry = view.entries.pop(arg, None)
+                if entry is None:
+                    continue
+                view._bytes -= (len(entry.message.body) if isinstance(entry, Unwritten)
+                                else entry & 0xFFFFFFFF)
+                ops.append(("remove", view, arg, entry))
+        return self._submit(ops)
+
+    def checkpoint(self):
+        return self._submit([("checkpoint",)])
+
+    # -- the writer ------------------------------------------------------------------------
+    def _submit(self, ops):
+        if not ops:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        with self._cond:
+            self._pending.append(_Pending(ops, d))
+            self._cond.notify()
+        return d
+
+    def _writer(self):
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    timeout = self._idle_timeout()
+                    if not self._cond.wait(timeout):
+                        break
+                batch, self._pending = self._pending, []
+                stopping = self._stopping and not batch
+            if batch:
+                self._write(batch)
+            else:
+                self._idle()
+            if stopping:
+                try:
+                    if self._unsynced:
+                        self.backend_sync()
+                    self.backend_close()
+                except Exception:
+                    log.failure("closing the store")
+                return
+
+    def _idle_timeout(self):
+        if self.sync_policy == "periodic" and self._unsynced:
+            return self.periodic_sync_interval
+        return self.maintenance_interval
+
+    def _idle(self):
+        try:
+            if self._unsynced and self.sync_policy == "periodic":
+                self.backend_sync()
+                self._unsynced = False
+            self.backend_maintenance()
+        except Exception:
+            log.failure("store maintenance")
+
+    def _write(self, batch: list[_Pending]):
+        ops = self._merge(batch)
+        try:
+            if ops:
+                self.backend_apply(ops)
+            if ops:
+                self._unsynced = True
+            if self.sync_policy == "always" or (
+                    self.sync_policy == "periodic"
+                    and time.monotonic() - self._last_sync >= self.periodic_sync_interval):
+                if self._unsynced:
+                    self.backend_sync()
+                    self._unsynced = False
+                    self._last_sync = time.monotonic()
+        except BaseException as e:
+            log.failure("store write failed")
+            self.reactor.callFromThread(self._fail, batch, e)
+            return
+        self.reactor.callFromThread(self._written, batch)
+        try:
+            self.backend_maintenance()
+        except Exception:
+            log.failure("store maintenance")
+
+    def _merge(self, batch: list[_Pending]) -> list:
+        """Backend operations for a batch, with adds cancelled by removes in the same batch."""
+        added = {}
+        ops = []
+        for pending in batch:
+            for op in pending.ops:
+                kind = op[0]
+                if kind == "add":
+                    view, entry = op[1], op[2]
+                    message = entry.message
+                    added[(view.name, message.message_id)] = len(ops)
+                    ops.append(("add", view.name, message.message_id,
+                                serialization.encode(message), entry.seq, len(message.body)))
+                elif kind == "remove":
+                    view, message_id, entry = op[1], op[2], op[3]
+                    index = added.pop((view.name, message_id), None)
+                    if index is not None:
+                        ops[index] = None  # never written: nothing to remove either
+                        continue
+                    seq = entry.seq if isinstance(entry, Unwritten) else entry >> 32
+                    ops.append(("remove", view.name, message_id, seq))
+                else:
+                    ops.append(op)
+        return [op for op in ops if op is not None]
+
+    def _written(self, batch):
+        for pending in batch:
+            for op in pending.ops:
+                if op[0] == "add":
+                    view, entry = op[1], op[2]
+                    message_id = entry.message.message_id
+                    if view.entries.get(message_id) is entry:
+                        # the body is on disk now: drop our reference to it
+                        view.entries[message_id] = entry.seq << 32 | len(entry.message.body)
+        for pending in batch:
+            pending.deferred.callback(None)
+
+    def _fail(self, batch, error):
+        for pending in batch:
+            pending.deferred.errback(error)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read_many(self, key, wanted):
+        """Messages for [(id, entry)], reading written ones in a thread."""
+        to_read = [(i, message_id, entry >> 32) for i, (message_id, entry) in enumerate(wanted)
+                   if not isinstance(entry, Unwritten)]
+
+        def read():
+            return {i: serialization.decode(self.backend_read(key, message_id, seq))
+                    for i, message_id, seq in to_read}
+
+        def merge(read_back):
+            return [read_back[i] if i in read_back else entry.message
+                    for i, (_, entry) in enumerate(wanted)]
+        if not to_read:
+            return defer.succeed(merge({}))
+        return threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), read).addCallback(merge)

@@ -1,0 +1,433 @@
+"""The journal store ("kahadb"): append-only segments, checkpoints, GC and compaction.
+
+Files in the store directory:
+
+* ``db-<N>.log``: segments of at most ``max_file_length`` bytes (32 MiB, as KahaDB).  A
+  segment is a run of batches; a batch is one group commit::
+
+      b"PBJB" | u32 payload length | u32 crc32(payload) | payload | b"PBJE"
+
+  and the payload is records ``u8 type | u16 key length | u16 id length | u64 seq |
+  u32 data length | key | id | data``.  A torn or corrupted tail (short batch, bad CRC,
+  missing end marker) is found on start and cut off at the last good batch.
+* ``checkpoint``: the whole index (which message lives where) and the journal position it
+  covers, written atomically (temp file, fsync, rename).  Recovery loads it and replays only
+  the journal after that position, so start-up time does not grow with history.
+
+GC deletes every segment older than the checkpoint position that holds no live message.
+Compaction fixes KahaDB's best-known pain (one old unacked message pinning its whole 32 MiB
+segment, and a chain of ack files behind it): a segment that is mostly dead has its few live
+messages copied forward into the current segment, after which GC can delete it.  Acks are not
+tracked per file, because replay never starts before the checkpoint: nothing older is ever
+re-read except to fetch a live message's bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+
+from twisted.logger import Logger
+
+from stores.batching import BatchingAdapter, Catalogue
+
+log = Logger()
+
+BATCH_HEAD = struct.Struct(">4sII")
+BATCH_MAGIC = b"PBJB"
+BATCH_END = b"PBJE"
+RECORD = struct.Struct(">BHHQI")
+ADD, REMOVE, SUB, UNSUB, QUEUE, DROP = 1, 2, 3, 4, 5, 6
+SEGMENT = re.compile(r"^db-(\d+)\.log$")
+CHECKPOINT_VERSION = 1
+
+# an index value packs where a message's bytes are: seq << 96 | segment << 64 | offset << 32 | length
+_MASK32 = 0xFFFFFFFF
+
+
+def _pack(seq, segment, offset, length):
+    return seq << 96 | segment << 64 | offset << 32 | length
+
+
+def _segment_of(value):
+    return (value >> 64) & _MASK32
+
+
+class JournalAdapter(BatchingAdapter):
+    """The default persistent store, named ``kahadb`` after the ActiveMQ store it replaces."""
+
+    max_file_length = 32 * 1024 * 1024
+    checkpoint_bytes = 16 * 1024 * 1024   # checkpoint after this much journal...
+    checkpoint_interval = 30.0            # ...or this many seconds with changes
+    compact_below = 0.25                  # live fraction under which an old segment is compacted
+
+    def __init__(self, directory, **options):
+        for name in ("max_file_length", "checkpoint_bytes", "checkpoint_interval", "compact_below"):
+            if name in options:
+                setattr(self, name, options.pop(name))
+        super().__init__(directory, **options)
+        self._lock = threading.Lock()  # guards the index and read fds against pool-thread reads
+        self._index: dict[str, dict[str, int]] = {}
+        self._subs: dict[str, dict] = {}
+        self._queues: set[str] = set()
+        self._segments: list[int] = []
+        self._read_fds: dict[int, int] = {}
+        self._fd = None
+        self._current = 0
+        self._size = 0
+        self._ckpt_pos = (0, 0)
+        self._since_ckpt = 0
+        self._ckpt_time = time.monotonic()
+        self._dirty = False
+        self._max_seq = 0
+
+    # -- files -----------------------------------------------------------------------------
+    def _path(self, segment):
+        return os.path.join(self.directory, "db-%d.log" % segment)
+
+    def _open_segment(self, segment):
+        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._current = segment
+        self._size = os.fstat(self._fd).st_size
+        if segment not in self._segments:
+            self._segments.append(segment)
+            _fsync_dir(self.directory)
+
+    def _read_fd(self, segment):
+        fd = self._read_fds.get(segment)
+        if fd is None:
+            fd = self._read_fds[segment] = os.open(self._path(segment), os.O_RDONLY)
+        return fd
+
+    # -- open and recover ------------------------------------------------------------------
+    def backend_open(self) -> Catalogue:
+        os.makedirs(self.directory, exist_ok=True)
+        started = time.monotonic()
+        self._segments = sorted(int(m.group(1)) for m in map(SEGMENT.match, os.listdir(self.directory)) if m)
+        next_seq = self._load_checkpoint()
+        seg0, off0 = self._ckpt_pos
+        replayed = 0
+        for segment in [s for s in self._segments if s >= seg0]:
+            start = off0 if segment == seg0 else 0
+            last = segment == self._segments[-1]
+            n, top = self._replay(segment, start, last)
+            replayed += n
+            next_seq = max(next_seq, top + 1)
+        self._max_seq = next_seq - 1
+        self._open_segment(self._segments[-1] if self._segments else 1)
+        catalogue = Catalogue()
+        catalogue.next_seq = next_seq
+        for key, entries in self._index.items():
+            ordered = sorted(entries.items(), key=lambda kv: kv[1] >> 96)
+            catalogue.messages[key] = [(mid, v >> 96, v & _MASK32) for mid, v in ordered]
+        catalogue.subscriptions = {k: v for k, v in self._subs.items()}
+        catalogue.queues = set(self._queues)
+        log.info("journal {dir}: recovered {messages} messages in {seconds:.2f}s "
+                 "({batches} batches replayed after the checkpoint)", dir=self.directory,
+                 messages=sum(len(e) for e in self._index.values()),
+                 seconds=time.monotonic() - started, batches=replayed)
+        return catalogue
+
+    def _load_checkpoint(self) -> int:
+        path = os.path.join(self.directory, "checkpoint")
+        try:
+            with open(path, "rb") as f:
+                state = marshal.loads(f.read())
+            if state.get("version") != CHECKPOINT_VERSION:
+                raise ValueError("unknown checkpoint version")
+        except FileNotFoundError:
+            return 1
+        except Exception as e:
+            log.warn("journal {dir}: checkpoint unreadable ({error}); replaying the whole journal",
+                     dir=self.directory, error=e)
+            return 1
+        if tuple(state["position"])[0] and state["position"][0] not in self._segments \
+                and self._segments and state["position"][0] < self._segments[0]:
+            log.warn("journal {dir}: checkpoint points at a deleted segment; replaying all",
+                     dir=self.directory)
+            return 1
+        self._index = state["index"]
+        self._subs = state["subscriptions"]
+        self._queues = set(state["queues"])
+        self._ckpt_pos = tuple(state["position"])
+        return state["next_seq"]
+
+    def _replay(self, segment, start, last) -> tuple[int, int]:
+        path = self._path(segment)
+        with open(path, "rb") as f:
+            data = f.read()
+        view = memoryview(data)
+        pos, batches, top = start, 0, 0
+        while pos < len(data):
+            end = self._valid_batch(view, pos)
+            if end is None:
+                break
+            top = max(top, self._apply_records(view, segment, pos + BATCH_HEAD.size,
+                                               end - len(BATCH_END)))
+            pos = end
+            batches += 1
+        if pos < len(data):
+            if last:
+                log.warn("journal {path}: cutting a torn or corrupted tail at offset {pos} "
+                         "({n} bytes dropped)", path=path, pos=pos, n=len(data) - pos)
+                with open(path, "r+b") as f:
+                    f.truncate(pos)
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                log.error("journal {path}: corrupted batch at offset {pos}; skipping the rest of "
+                          "this segment", path=path, pos=pos)
+        return batches, top
+
+    @staticmethod
+    def _valid_batch(view, pos):
+        if pos + BATCH_HEAD.size > len(view):
+            return None
+        magic, length, crc = BATCH_HEAD.unpack_from(view, pos)
+        body = pos + BATCH_HEAD.size
+        end = body + length + len(BATCH_END)
+        if magic != BATCH_MAGIC or end > len(view):
+            return None
+        if bytes(view[body + length:end]) != BATCH_END:
+            return None
+        if zlib.crc32(view[body:body + length]) != crc:
+            return None
+        return end
+
+    def _apply_records(self, view, segment, pos, end) -> int:
+        top = 0
+        index = self._index
+        while pos < end:
+            kind, klen, ilen, seq, dlen = RECORD.unpack_from(view, pos)
+            pos += RECORD.size
+            key = str(view[pos:pos + klen], "utf-8")
+            pos += klen
+            message_id = str(view[pos:pos + ilen], "utf-8")
+            pos += ilen
+            if kind == ADD:
+                index.setdefault(key, {})[message_id] = _pack(seq, segment, pos, dlen)
+                top = max(top, seq)
+            elif kind == REMOVE:
+                entries = index.get(key)
+                if entries is not None:
+                    entries.pop(message_id, None)
+            elif kind == SUB:
+                self._subs[key] = json.loads(bytes(view[pos:pos + dlen]))
+            elif kind == UNSUB:
+                self._subs.pop(key, None)
+                index.pop(key, None)
+            elif kind == QUEUE:
+                self._queues.add(key)
+            elif kind == DROP:
+                self._queues.discard(key)
+                index.pop("queue:" + key, None)
+            pos += dlen
+        return top
+
+    # -- writing ---------------------------------------------------------------------------
+    def backend_apply(self, ops):
+        parts, adds = [], []
+        size = 0
+        for op in ops:
+            kind = op[0]
+            if kind == "add":
+                _, key, message_id, data, seq, _body = op
+                record = self._record(ADD, key, message_id, seq, data)
+                adds.append((key, message_id, seq, size + len(record) - len(data), len(data)))
+            elif kind == "remove":
+                record = self._record(REMOVE, op[1], op[2], op[3] or 0, b"")
+            elif kind == "sub":
+                record = self._record(SUB, op[1], "", 0, json.dumps(op[2]).encode())
+            elif kind == "unsub":
+                record = self._record(UNSUB, op[1], "", 0, b"")
+            elif kind == "queue":
+                record = self._record(QUEUE, op[1], "", 0, b"")
+            elif kind == "drop":
+                record = self._record(DROP, op[1], "", 0, b"")
+            elif kind == "checkpoint":
+                self._dirty = True
+                self._since_ckpt = self.checkpoint_bytes  # force one at the next maintenance
+                continue
+            else:
+                raise ValueError("unknown store operation %r" % (kind,))
+            parts.append(record)
+            size += len(record)
+        if not parts:
+            return
+        payload = b"".join(parts)
+        batch = b"".join((BATCH_HEAD.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload)),
+                          payload, BATCH_END))
+        if self._size > 0 and self._size + len(batch) > self.max_file_length:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._open_segment(self._current + 1)
+        offset = self._size + BATCH_HEAD.size
+        _write_all(self._fd, batch)
+        segment = self._current
+        self._size += len(batch)
+        self._since_ckpt += len(batch)
+        self._dirty = True
+        with self._lock:
+            index = self._index
+            for op in ops:
+                kind = op[0]
+                if kind == "remove":
+                    entries = index.get(op[1])
+                    if entries is not None:
+                        entries.pop(op[2], None)
+                elif kind == "sub":
+                    self._subs[op[1]] = op[2]
+                elif kind == "unsub":
+                    self._subs.pop(op[1], None)
+                    index.pop(op[1], None)
+                elif kind == "queue":
+                    self._queues.add(op[1])
+                elif kind == "drop":
+                    self._queues.discard(op[1])
+                    index.pop("queue:" + op[1], None)
+            for key, message_id, seq, at, length in adds:
+                index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length)
+                if seq > self._max_seq:
+                    self._max_seq = seq
+            # a remove that precedes its add in the same ops list cannot happen: the adapter
+            # cancels such pairs before they get here
+
+    @staticmethod
+    def _record(kind, key, message_id, seq, data) -> bytes:
+        k = key.encode("utf-8")
+        i = message_id.encode("utf-8")
+        return b"".join((RECORD.pack(kind, len(k), len(i), seq, len(data)), k, i, data))
+
+    def backend_sync(self):
+        os.fdatasync(self._fd)
+
+    def backend_read(self, key, message_id, seq):
+        # under the lock: compaction may move the message and GC close its segment meanwhile
+        with self._lock:
+            value = self._index[key][message_id]
+            fd = self._read_fd(_segment_of(value))
+            return os.pread(fd, value & _MASK32, (value >> 32) & _MASK32)
+
+    def size(self):
+        total = 0
+        for segment in list(self._segments):
+            try:
+                total += os.path.getsize(self._path(segment))
+            except OSError:
+                pass
+        return total
+
+    # -- checkpoints, GC, compaction -------------------------------------------------------
+    def backend_maintenance(self):
+        due = self._dirty and (self._since_ckpt >= self.checkpoint_bytes
+                               or time.monotonic() - self._ckpt_time >= self.checkpoint_interval)
+        if due:
+            self._checkpoint()
+            self._collect()
+            self._compact()
+
+    def _checkpoint(self):
+        os.fdatasync(self._fd)
+        with self._lock:
+            state = {"version": CHECKPOINT_VERSION, "position": (self._current, self._size),
+                     "index": self._index, "subscriptions": self._subs,
+                     "queues": sorted(self._queues), "next_seq": self._max_seq + 1}
+            data = marshal.dumps(state)
+        path = os.path.join(self.directory, "checkpoint")
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.directory)
+        self._ckpt_pos = (self._current, self._size)
+        self._since_ckpt = 0
+        self._ckpt_time = time.monotonic()
+        self._dirty = False
+
+    def _live_by_segment(self) -> dict[int, int]:
+        live: dict[int, int] = {}
+        with self._lock:
+            for entries in self._index.values():
+                for value in entries.values():
+                    seg = _segment_of(value)
+                    live[seg] = live.get(seg, 0) + (value & _MASK32)
+        return live
+
+    def _collect(self):
+        live = self._live_by_segment()
+        for segment in list(self._segments):
+            if segment >= self._ckpt_pos[0] or segment in live:
+                continue
+            with self._lock:
+                fd = self._read_fds.pop(segment, None)
+                if fd is not None:
+                    os.close(fd)
+                self._segments.remove(segment)
+            try:
+                os.unlink(self._path(segment))
+            except FileNotFoundError:
+                pass
+            log.debug("journal: deleted segment {segment}", segment=segment)
+
+    def _compact(self):
+        """Copy the live messages of one mostly-dead old segment forward."""
+        live = self._live_by_segment()
+        for segment in self._segments:
+            if segment >= self._ckpt_pos[0] or segment not in live:
+                continue
+            try:
+                size = os.path.getsize(self._path(segment))
+            except OSError:
+                continue
+            if size and live[segment] / size < self.compact_below:
+                break
+        else:
+            return
+        with self._lock:
+            moving = [(key, mid, value) for key, entries in self._index.items()
+                      for mid, value in entries.items() if _segment_of(value) == segment]
+            fd = self._read_fd(segment)
+            ops = [("add", key, message_id,
+                    os.pread(fd, value & _MASK32, (value >> 32) & _MASK32), value >> 96, 0)
+                   for key, message_id, value in moving]
+        # copy forward in bounded batches; each is an ordinary journal batch
+        for i in range(0, len(ops), 1000):
+            self.backend_apply(ops[i:i + 1000])
+        os.fdatasync(self._fd)
+        log.info("journal: compacted segment {segment}: moved {n} live messages forward",
+                 segment=segment, n=len(moving))
+        self._checkpoint()
+        self._collect()
+
+    def backend_close(self):
+        if self._fd is not None:
+            if self._dirty:
+                self._checkpoint()
+            os.close(self._fd)
+            self._fd = None
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

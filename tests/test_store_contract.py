@@ -1,0 +1,197 @@
+"""The one contract every persistence adapter meets, run against each of them."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from pybrokerd.broker.destination import QUEUE, TOPIC, Destination
+from pybrokerd.broker.message import Message
+from stores import registry
+from stores.interfaces import IMessageStore, IPersistenceAdapter
+
+ALL = ["memory", "kahadb", "lmdb", "leveldb"]
+PERSISTENT = ["kahadb", "lmdb", "leveldb"]
+
+
+def message(i, dest="q", **kw):
+    return Message("ID:test-%d" % i, Destination(QUEUE, dest), b"body-%d" % i,
+                   persistent=True, **kw)
+
+
+@pytest.fixture
+def open_store(tmp_path):
+    opened = []
+
+    @defer.inlineCallbacks
+    def make(name, **options):
+        adapter = registry.load(name)(str(tmp_path / "store"), **options)
+        yield adapter.open()
+        opened.append(adapter)
+        return adapter
+    yield make
+    for adapter in opened:
+        pytest_twisted.blockon(adapter.close())
+
+
+@defer.inlineCallbacks
+def reopen(open_store, adapter, name, **options):
+    yield adapter.close()
+    return (yield open_store(name, **options))
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_provides_interfaces(open_store, name):
+    adapter = yield open_store(name)
+    assert IPersistenceAdapter.providedBy(adapter)
+    assert IMessageStore.providedBy(adapter.queue_store("q"))
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_add_remove_recover_in_order(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    for i in range(10):
+        yield store.add(message(i))
+    yield store.remove("ID:test-3")
+    yield store.remove("ID:test-7")
+    got = yield store.recover(100)
+    assert [m.message_id for m in got] == ["ID:test-%d" % i for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    assert store.count() == 8
+    assert store.bytes() > 0
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_recover_pages_with_a_cursor(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    yield adapter.transaction([("add", store, message(i)) for i in range(25)])
+    seen, after = [], None
+    while True:
+        page = yield store.recover(10, after)
+        if not page:
+            break
+        assert len(page) <= 10
+        seen += [m.message_id for m in page]
+        after = page[-1].message_id
+    assert seen == ["ID:test-%d" % i for i in range(25)]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_message_fields_round_trip(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    original = Message("ID:full", Destination(QUEUE, "q"), b"\x00\xffbin", persistent=True,
+                       priority=9, expires=123456789, timestamp=42, correlation_id="c",
+                       reply_to=Destination(TOPIC, "r"), type="t", is_bytes=True,
+                       redelivery_count=3, original_destination=Destination(QUEUE, "o"),
+                       properties={"k": "v", "ünï": "cödé"})
+    yield store.add(original)
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+        store = adapter.queue_store("q")
+    (m,) = yield store.recover(10)
+    for attr in ("message_id", "destination", "body", "persistent", "priority", "expires",
+                 "timestamp", "correlation_id", "reply_to", "type", "is_bytes",
+                 "redelivery_count", "original_destination", "properties"):
+        assert getattr(m, attr) == getattr(original, attr), attr
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_transaction_spans_stores(open_store, name):
+    adapter = yield open_store(name)
+    a, b = adapter.queue_store("a"), adapter.queue_store("b")
+    yield a.add(message(1, "a"))
+    yield adapter.transaction([("add", b, message(2, "b")), ("remove", a, "ID:test-1"),
+                               ("add", a, message(3, "a"))])
+    assert [m.message_id for m in (yield a.recover(10))] == ["ID:test-3"]
+    assert [m.message_id for m in (yield b.recover(10))] == ["ID:test-2"]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_add_then_remove_before_written_cancels(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    d1 = store.add(message(1))
+    d2 = store.remove("ID:test-1")
+    yield defer.gatherResults([d1, d2])
+    assert store.count() == 0
+    assert (yield store.recover(10)) == []
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_durable_subscriptions(open_store, name):
+    adapter = yield open_store(name)
+    info = {"client_id": "c1", "name": "s1", "selector": "a = 1",
+            "destinations": [["topic", "t"]]}
+    yield adapter.add_subscription(info)
+    sub = adapter.subscription_store("c1", "s1")
+    yield sub.add(message(1, "t"))
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+        sub = adapter.subscription_store("c1", "s1")
+    assert [s["name"] for s in adapter.subscriptions()] == ["s1"]
+    assert adapter.subscriptions()[0]["selector"] == "a = 1"
+    assert [m.message_id for m in (yield sub.recover(10))] == ["ID:test-1"]
+    yield adapter.delete_subscription("c1", "s1")
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+    assert adapter.subscriptions() == []
+    assert (yield adapter.subscription_store("c1", "s1").recover(10)) == []
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_destinations_and_remove_destination(open_store, name):
+    adapter = yield open_store(name)
+    adapter.queue_store("a")
+    yield adapter.queue_store("b").add(message(1, "b"))
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+    assert adapter.destinations() == ["a", "b"]
+    yield adapter.remove_destination("b")
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+    assert adapter.destinations() == ["a"]
+    assert (yield adapter.queue_store("b").recover(10)) == []
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest.mark.parametrize("sync", ["always", "periodic", "never"])
+@pytest_twisted.inlineCallbacks
+def test_reopen_recovers_exactly_what_was_left(open_store, name, sync):
+    adapter = yield open_store(name, sync=sync)
+    store = adapter.queue_store("q")
+    yield defer.gatherResults([store.add(message(i)) for i in range(200)])
+    yield defer.gatherResults([store.remove("ID:test-%d" % i) for i in range(0, 200, 2)])
+    adapter = yield reopen(open_store, adapter, name, sync=sync)
+    store = adapter.queue_store("q")
+    got = yield store.recover(1000)
+    assert [m.message_id for m in got] == ["ID:test-%d" % i for i in range(1, 200, 2)]
+    assert store.count() == 100
+    # new adds after a restart come after the recovered ones
+    yield store.add(message(1000))
+    adapter = yield reopen(open_store, adapter, name, sync=sync)
+    got = yield adapter.queue_store("q").recover(1000)
+    assert got[-1].message_id == "ID:test-1000" and len(got) == 101
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_many_concurrent_writers_are_group_committed(open_store, name):
+    adapter = yield open_store(name)
+    stores = [adapter.queue_store("q%d" % i) for i in range(4)]
+    yield defer.gatherResults([stores[i % 4].add(message(i, "q%d" % (i % 4)))
+                               for i in range(2000)])
+    assert sum(s.count() for s in stores) == 2000
+    adapter = yield reopen(open_store, adapter, name)
+    total = 0
+    for i in range(4):
+        total += len((yield adapter.queue_store("q%d" % i).recover(10000)))
+    assert total == 2000
