@@ -23,7 +23,6 @@ Timing measurements (heart-beat scenarios only) are rounded.
 
 Stdlib only (socket, time + re/sys/random/os for plumbing).
 """
-import os
 import random
 import re
 import socket
@@ -633,7 +632,7 @@ def _roundtrip(sid, title, *hdrs, **kw):
         if kw.get("raw"):
             sc.prod(version).sendraw(kw["raw"](sc, q))
         else:
-            sc.prod(version).sendmsg(q, kw.get("body", "hello"), *h)
+            sc.prod(kw.get("pversion", version)).sendmsg(q, kw.get("body", "hello"), *h)
         c.expect(1, 1.5, since=m)
         c.drain(0.2)
 
@@ -649,6 +648,10 @@ _roundtrip("3.06", "correlation-id, type, reply-to, expires(now+60s)",
 _roundtrip("3.07", "escaped header 'a\\cb:c\\\\d\\ne' on STOMP 1.2", "a\\cb:c\\\\d\\ne", version="1.2")
 _roundtrip("3.08", "escaped header 'a\\cb:c\\\\d\\ne' on STOMP 1.1", "a\\cb:c\\\\d\\ne", version="1.1")
 _roundtrip("3.09", "escaped header 'a\\cb:c\\\\d\\ne' on STOMP 1.0", "a\\cb:c\\\\d\\ne", version=None)
+_roundtrip("3.09b", "escaped header sent on STOMP 1.0, received on STOMP 1.2", "a\\cb:c\\\\d\\ne",
+           version="1.2", pversion=None)
+_roundtrip("3.09c", "escaped header sent on STOMP 1.2, received on STOMP 1.0", "a\\cb:c\\\\d\\ne",
+           version=None, pversion="1.2")
 _roundtrip("3.10", "binary body with NUL + content-length:5", "content-length:5", body=b"a\x00b\x01c")
 _roundtrip("3.11", "content-type:application/json", "content-type:application/json", body='{"a":1}')
 _roundtrip("3.12", "repeated header foo:1 then foo:2", "foo:1", "foo:2")

@@ -199,7 +199,9 @@ def test_durable_unsubscribe_needs_detach_first(raw):
     frame = c.receipt("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s1"})
     assert frame.command == "ERROR" and "in use" in frame.headers["message"]
     assert c.receipt("UNSUBSCRIBE", {"id": "1"}).command == "RECEIPT"
-    assert c.receipt("UNSUBSCRIBE", {"activemq.subscriptionName": "s1"}).command == "RECEIPT"
+    # ActiveMQ wants the id on every UNSUBSCRIBE from 1.1 on, the name alone is refused
+    assert c.receipt("UNSUBSCRIBE", {"activemq.subscriptionName": "s1"}).command == "ERROR"
+    assert c.receipt("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s1"}).command == "RECEIPT"
     raw().receipt("SEND", {"destination": dest, "persistent": "true"}, b"gone")
     sub(c, dest, sid="2", **{"activemq.subscriptionName": "s1"})
     nothing_more(c)

@@ -101,7 +101,9 @@ class Broker:
     def connect(self, session, client_id: str | None) -> None:
         if client_id is not None:
             if client_id in self.client_ids:
-                raise BrokerError("Client ID %r is already in use by another connection" % client_id)
+                other = self.client_ids[client_id]
+                raise BrokerError("Broker: %s - Client: %s already connected from %s"
+                                  % (self.name, client_id, getattr(other, "peer", "another connection")))
             self.client_ids[client_id] = session
         self.connections.add(session)
 
@@ -332,17 +334,16 @@ class Broker:
             return  # never loop a message through its own DLQ
         dead = message.copy(destination=self.dlq,
                             original_destination=message.original_destination or message.destination,
-                            expires=0, seq=0)
+                            expires=0, seq=0, redelivery_count=0)
         dead.properties["dlqDeliveryFailureCause"] = cause
-        if message.expires:
-            dead.properties.setdefault("originalExpiration", str(message.expires))
+        dead.properties.setdefault("originalExpiration", str(message.expires))
         self._route(dead, ops)
 
     def expired(self, source: MessageQueue, message: Message) -> None:
         """Dispatch met an expired message: count it, dead-letter it if persistent."""
         source.expired_count += 1
         ops: list = []
-        self._dead_letter(source, message, "Message expired", ops)
+        self._dead_letter(source, message, "Message Expired. Expiration:%d" % message.expires, ops)
         self._persist(ops).addErrback(lambda f: log.failure("expiring message", f))
 
     def expire_now(self) -> None:

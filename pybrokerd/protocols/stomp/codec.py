@@ -192,8 +192,7 @@ class FrameParser:
                 start, end = line
                 if end == start:
                     break
-                if self._buf.find(b":", start, end) < 0:
-                    raise FrameError(f"Unable to parse header line [{_excerpt(self._buf[start:end])}]")
+                # A line without ':' is a header with an empty value, as ActiveMQ reads it.
                 if len(self._lines) >= limits.max_headers:
                     raise FrameError(f"The maximum number of headers was exceeded ({limits.max_headers})")
                 self._lines.append((start, end))

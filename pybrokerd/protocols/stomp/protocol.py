@@ -17,6 +17,8 @@ class StompProtocol(protocol.Protocol):
         factory = self.factory
         self.session = StompSession(factory.broker, self, clock=factory.clock,
                                     id_generator=factory.ids, config=factory.config)
+        peer = self.transport.getPeer()
+        self.session.peer = "tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
         # The transport tells us when its send buffer is full: deliveries pause until it drains.
         self.transport.registerProducer(self, True)
         factory.sessions.add(self.session)

@@ -80,6 +80,7 @@ class StompSession:
         self.closing = False
         self.client_id = None
         self.writable = True
+        self.peer = "unknown"
         self.subscriptions: dict[str, Consumer] = {}
         self.transactions: dict[str, Transaction] = {}
         self._temp: dict[tuple[str, str], Destination] = {}
@@ -116,7 +117,7 @@ class StompSession:
             if command not in CLIENT_COMMANDS:
                 raise ProtocolError("Unknown STOMP action: %s" % _clip(command), fatal=True)
             if not self.connected and command not in ("CONNECT", "STOMP"):
-                raise ProtocolError("Not connected: send CONNECT first")
+                raise ProtocolError("Not connected.")
             getattr(self, "on_" + command.lower())(frame, receipt)
         except ProtocolError as e:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
@@ -131,7 +132,7 @@ class StompSession:
     # == CONNECT ============================================================================
     def on_connect(self, frame, receipt) -> None:
         if self.connected:
-            raise ProtocolError("Already connected: a second %s was sent" % frame.command)
+            raise ProtocolError("Already connected.")
         headers = frame.headers
         self.version = self._negotiate(headers.get("accept-version"))
         client_beats = self._parse_heartbeat(headers.get("heart-beat"))
@@ -148,12 +149,12 @@ class StompSession:
         cx, cy = client_beats
         reply = {"server": "pybrokerd/%s" % __version__, "heart-beat": "%d,%d" % (cy, cx),
                  "session": self.connection_id}
-        if self.version != "1.0":
-            reply["version"] = self.version
-        if receipt is not None:
-            reply["receipt-id"] = receipt
         if "request-id" in headers:
             reply["response-id"] = headers["request-id"]
+        if receipt is not None:
+            reply["receipt-id"] = receipt
+        if self.version != "1.0":
+            reply["version"] = self.version
         self._write("CONNECTED", reply)
         self._start_heartbeats(cx, cy)
 
@@ -166,8 +167,8 @@ class StompSession:
         offered = {v.strip() for v in accept.split(",")}
         common = [v for v in SUPPORTED_VERSIONS if v in offered]
         if not common:
-            raise ProtocolError("Invalid Protocol version %r: supported versions are %s"
-                                % (accept, ",".join(SUPPORTED_VERSIONS)), fatal=True)
+            raise ProtocolError("Invalid Protocol version[%s], supported versions are: [1.2, 1.1, 1.0]"
+                                % accept, fatal=True)
         return common[-1]
 
     def _parse_heartbeat(self, value: str | None) -> tuple[int, int]:
@@ -181,8 +182,8 @@ class StompSession:
             if cx < 0 or cy < 0:
                 raise ValueError
         except ValueError:
-            raise ProtocolError("Invalid heart-beat header %r: expected two non-negative "
-                                "integers like 10000,10000" % _clip(value), fatal=True)
+            raise ProtocolError("Invalid heart-beat header:%s (expected two non-negative "
+                                "integers like 10000,10000)" % _clip(value), fatal=True)
         return cx, cy
 
     # == heart-beats ========================================================================
@@ -222,6 +223,8 @@ class StompSession:
     # == destinations =======================================================================
     def _destinations(self, text: str | None, what: str) -> list[Destination]:
         if text is None or not text.strip():
+            if what == "SEND":
+                raise ProtocolError("SEND received without a Destination specified!")
             raise ProtocolError("%s received without a destination header" % what)
         return [self._destination(prefix, name) for prefix, name in split_stomp(text)]
 
@@ -299,7 +302,7 @@ class StompSession:
             return
         durable_name = h.get("activemq.subscriptionName") or None
         if durable_name is not None and any(d.is_queue for d in destinations):
-            raise ProtocolError("Cannot durably subscribe to a Queue destination: %s" % h["destination"])
+            raise ProtocolError("Invalid Subscription: cannot durably subscribe to a Queue destination!")
         if durable_name is not None:
             default_prefetch = self.config.durable_prefetch
         elif all(d.is_topic for d in destinations):
@@ -324,7 +327,7 @@ class StompSession:
 
     def _browse(self, sub_id, destinations, selector, receipt) -> None:
         if self.version == "1.0":
-            raise ProtocolError("Queue browsing is not supported on STOMP 1.0; connect with 1.1 or 1.2")
+            raise ProtocolError("Queue Browser feature only valid for Stomp v1.1+ clients!")
         if any(d.is_topic for d in destinations):
             raise ProtocolError("Only queues can be browsed")
         browser = Consumer(self, sub_id, destinations, ack_mode=AUTO)
@@ -340,7 +343,7 @@ class StompSession:
         h = frame.headers
         sub_id = h.get("id")
         durable = h.get("activemq.subscriptionName")
-        if sub_id is None and self.version != "1.0" and durable is None:
+        if sub_id is None and self.version != "1.0":
             raise ProtocolError("UNSUBSCRIBE received without a subscription id!")
         if sub_id is None and durable is None and "destination" not in h:
             raise ProtocolError("UNSUBSCRIBE must name the subscription id or the destination")
@@ -357,7 +360,7 @@ class StompSession:
                            or k == wanted), None)
         consumer = self.subscriptions.pop(sub_id, None) if sub_id is not None else None
         if consumer is None:
-            raise ProtocolError("No subscription matched: %s" % (sub_id or h.get("destination")))
+            raise ProtocolError("No subscription matched.")
         self._receipt(receipt, self.broker.unsubscribe(consumer))
 
     # == ACK / NACK =========================================================================
@@ -366,7 +369,7 @@ class StompSession:
 
     def on_nack(self, frame, receipt) -> None:
         if self.version == "1.0":
-            raise ProtocolError("NACK is not supported on STOMP 1.0")
+            raise ProtocolError("NACK received but connection is in v1.0 mode.")
         self._acknowledge(frame, receipt, "nack")
 
     def _acknowledge(self, frame, receipt, kind: str) -> None:
@@ -375,15 +378,14 @@ class StompSession:
         if self.version == "1.2":
             ack_id = h.get("id")
             if ack_id is None:
-                raise ProtocolError("%s received without an id header (use the MESSAGE's ack header)"
-                                    % command)
+                raise ProtocolError("%s received without a ack id for acknowledge!" % command)
             found = next(((c, c.resolve(ack_id=ack_id)) for c in self.subscriptions.values()
                           if c.resolve(ack_id=ack_id)), None)
             shown = ack_id
         else:
             message_id = h.get("message-id")
             if message_id is None:
-                raise ProtocolError("%s received without a message-id header" % command)
+                raise ProtocolError("%s received without a message-id to acknowledge!" % command)
             candidates = self.subscriptions.values()
             if "subscription" in h and self.version != "1.0":
                 sub = self.subscriptions.get(h["subscription"])
@@ -407,19 +409,21 @@ class StompSession:
     def _transaction(self, tx_id: str | None) -> Transaction:
         tx = self.transactions.get(tx_id) if tx_id is not None else None
         if tx is None:
-            raise ProtocolError("Invalid transaction id: %s (no BEGIN for it on this connection)" % tx_id)
+            raise ProtocolError("Invalid transaction id: %s" % tx_id)
         return tx
 
     def _tx_header(self, frame, command: str) -> str:
         tx_id = frame.headers.get("transaction")
         if not tx_id:
+            if command == "BEGIN":
+                raise ProtocolError("Must specify the transaction you are beginning")
             raise ProtocolError("%s received without a transaction header" % command)
         return tx_id
 
     def on_begin(self, frame, receipt) -> None:
         tx_id = self._tx_header(frame, "BEGIN")
         if tx_id in self.transactions:
-            raise ProtocolError("Transaction %s is already started" % tx_id)
+            raise ProtocolError("The transaction was already started: %s" % tx_id)
         self.transactions[tx_id] = Transaction(tx_id)
         self._receipt(receipt)
 
@@ -467,7 +471,7 @@ class StompSession:
         if message.persistent:
             h["persistent"] = "true"
         h["subscription"] = consumer.subscription_id
-        if ack_id is not None and self.version == "1.2":
+        if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
             h["ack"] = ack_id
         for k, v in message.properties.items():
             h.setdefault(k, v)
@@ -482,12 +486,11 @@ class StompSession:
         self.link.write(serialize(command, headers, body, self.version))
 
     def _error(self, text: str, receipt: str | None = None, fatal: bool = False) -> None:
-        headers = {"content-type": "text/plain", "message": text}
+        headers = {"content-type": "text/plain"}
         if receipt is not None:
             headers["receipt-id"] = receipt
-        body = (text + "\n").encode("utf-8")
-        headers["content-length"] = str(len(body))
-        self._write("ERROR", headers, body)
+        headers["message"] = text
+        self._write("ERROR", headers, (text + "\n").encode("utf-8"))
         if fatal:
             self._close()
 
