@@ -41,6 +41,12 @@ class Options(usage.Options):
         ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
         ["admin", None, "none", "admin HTTP listen address, or none (not implemented yet)"],
         ["broker-name", None, "localhost", "broker name (logs, lock file, ids)"],
+        ["locker", None, "file", "master election: file (fcntl lock on <dir>/lock), lease "
+                                 "(lease file, for file systems without trustworthy locks), none"],
+        ["lock-retry", None, 0.1, "seconds between a slave's attempts to take the lock", float],
+        ["lock-check", None, 1.0, "seconds between a master's checks that it still holds the "
+                                  "lock (0 = never)", float],
+        ["lease-duration", None, 10.0, "seconds a lease is valid (--locker=lease)", float],
         ["config", None, None, "INI file with a [pybrokerd] section of these options"],
         ["max-redeliveries", None, None, "move a message to ActiveMQ.DLQ after N redeliveries "
                                          "[default: no limit, as ActiveMQ over STOMP]", _positive_int],
@@ -70,6 +76,10 @@ class Options(usage.Options):
             raise usage.UsageError("--store: %s" % e)
         except ImportError as e:
             raise usage.UsageError("--store=%s cannot be loaded: %s" % (self["store"], e))
+        if self["locker"] not in ("file", "lease", "none"):
+            raise usage.UsageError("--locker must be file, lease or none")
+        if self["lock-retry"] <= 0:
+            raise usage.UsageError("--lock-retry must be positive")
         if self["sync"] not in ("always", "periodic", "never"):
             raise usage.UsageError("--sync must be always, periodic or never")
         if self["data-dir"] is None:

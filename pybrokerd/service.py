@@ -3,12 +3,13 @@
 import os
 
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
 
 from pybrokerd import __version__
 from pybrokerd.broker.core import Broker
 from pybrokerd.broker.message import IdGenerator
+from pybrokerd.ha.locker import FileLocker, LeaseLocker
 from pybrokerd.protocols.stomp.codec import Limits
 from pybrokerd.protocols.stomp.protocol import StompFactory
 from pybrokerd.protocols.stomp.session import StompConfig
@@ -27,6 +28,10 @@ class BrokerService(service.Service):
         self.broker = None
         self.ports = []
         self.stomp_factory = None
+        self.locker = None
+        self._acquiring = None
+        self._keep_alive = None
+        self._lock_lost = False
         self.ready = defer.Deferred()  # fires with self once the listeners are open
 
     def startService(self):
@@ -34,11 +39,38 @@ class BrokerService(service.Service):
         d = defer.ensureDeferred(self._start())
         d.addErrback(self._failed_to_start)
 
+    def _make_locker(self):
+        opts = self.options
+        if opts["locker"] == "file":
+            return FileLocker(opts["dir"], opts["broker-name"], retry=opts["lock-retry"],
+                              clock=self.reactor)
+        if opts["locker"] == "lease":
+            locker = LeaseLocker(opts["dir"], opts["broker-name"], duration=opts["lease-duration"],
+                                 retry=opts["lock-retry"], clock=self.reactor)
+            locker.lost = self._lost_lock
+            return locker
+        return None
+
     async def _start(self):
         opts = self.options
         log.info("pybrokerd {version} starting: broker={name} store={store} dir={dir}",
                  version=__version__, name=opts["broker-name"], store=opts["store"], dir=opts["dir"])
         os.makedirs(opts["dir"], exist_ok=True)
+        # 1. the lock: a slave waits here and has opened nothing else
+        self.locker = self._make_locker()
+        if self.locker is not None:
+            self._acquiring = self.locker.acquire()
+            try:
+                await self._acquiring
+            except defer.CancelledError:
+                return  # stopped while waiting as a slave
+            finally:
+                self._acquiring = None
+            if opts["lock-check"] > 0:
+                self._keep_alive = task.LoopingCall(self._check_lock)
+                self._keep_alive.clock = self.reactor
+                self._keep_alive.start(opts["lock-check"], now=False)
+        # 2. the store (recovery happens here), 3. the broker, 4. the listeners
         adapter_class = registry.load(opts["store"])
         self.store = adapter_class(opts["dir"], sync=opts["sync"], reactor=self.reactor)
         await self.store.open()
@@ -61,6 +93,28 @@ class BrokerService(service.Service):
             log.info("STOMP listening on {address}", address=_address(port))
         self.ready.callback(self)
 
+    def _check_lock(self):
+        if not self.locker.keep_alive():
+            self._lost_lock("the lock file %s is gone, replaced or names another holder"
+                            % self.locker.path)
+
+    def _lost_lock(self, reason):
+        """Another broker may be master now: stop serving and writing at once, exit non-zero."""
+        if self._lock_lost:
+            return
+        self._lock_lost = True
+        log.critical("lost the lock on {dir} ({reason}); stopping", dir=self.options["dir"],
+                     reason=reason)
+        for port in self.ports:
+            port.stopListening()
+        self.ports = []
+        if self.stomp_factory is not None:
+            for session in list(self.stomp_factory.sessions):
+                session.link.transport.abortConnection()
+        if self.store is not None:
+            self.store.abandon()
+        self.reactor.callLater(0.1, os._exit, 3)
+
     def _failed_to_start(self, failure):
         log.failure("pybrokerd failed to start", failure)
         if not self.ready.called:
@@ -75,6 +129,10 @@ class BrokerService(service.Service):
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
+        if self._acquiring is not None:
+            self._acquiring.cancel()
+        if self._keep_alive is not None and self._keep_alive.running:
+            self._keep_alive.stop()
         for port in self.ports:
             yield port.stopListening()
         self.ports = []
@@ -83,8 +141,11 @@ class BrokerService(service.Service):
                 session.link.transport.abortConnection()
         if self.broker is not None:
             self.broker.stop()
-        if self.store is not None:
+        if self.store is not None and not self._lock_lost:
             yield self.store.close()
+        # only now, with the store closed, may the next master open it
+        if self.locker is not None and not self._lock_lost:
+            yield self.locker.release()
         log.info("pybrokerd stopped")
 
 

@@ -188,6 +188,16 @@ class BatchingAdapter:
         thread, self._thread = self._thread, None
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), thread.join)
 
+    def abandon(self):
+        """Stop writing at once, without a final flush: another broker owns the files now."""
+        with self._cond:
+            self._pending = []
+            self._abandoned = True
+            self._stopping = True
+            self._cond.notify()
+
+    _abandoned = False
+
     def _view(self, key: str) -> StoreView:
         view = self._views.get(key)
         if view is None:
@@ -267,6 +277,8 @@ class BatchingAdapter:
                         break
                 batch, self._pending = self._pending, []
                 stopping = self._stopping and not batch
+            if self._abandoned:
+                return
             if batch:
                 self._write(batch)
             else:

@@ -74,6 +74,9 @@ class MemoryPersistenceAdapter:
     def close(self):
         return defer.succeed(None)
 
+    def abandon(self):
+        pass
+
     def queue_store(self, name):
         store = self._queues.get(name)
         if store is None:

@@ -22,6 +22,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def unique(prefix="t"):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:10])
 
@@ -29,17 +44,19 @@ def unique(prefix="t"):
 class BrokerProcess:
     """A `twistd -n pybrokerd` subprocess on an ephemeral STOMP port."""
 
-    def __init__(self, *args, directory=None):
+    def __init__(self, *args, directory=None, port=0, store_dir=None):
         self.args = list(args)
         self.dir = directory or tempfile.mkdtemp(prefix="pybrokerd-test-")
+        self.store_dir = store_dir or os.path.join(self.dir, "store")
+        self.fixed_port = port
         self.logfile = os.path.join(self.dir, "broker-%s.log" % uuid.uuid4().hex[:6])
         self.proc = None
         self.port = None
 
     def start(self, timeout=30.0, wait=True):
         cmd = [TWISTD, "-n", "--pidfile=", "--logfile=%s" % self.logfile, "pybrokerd",
-               "--dir=%s" % os.path.join(self.dir, "store"),
-               "--stomp=tcp:0:interface=127.0.0.1"] + self.args
+               "--dir=%s" % self.store_dir,
+               "--stomp=tcp:%d:interface=127.0.0.1" % self.fixed_port] + self.args
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         if wait:
@@ -78,6 +95,19 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def restarted(self):
+        """A fresh process with the same arguments, directory and port (not yet started)."""
+        return BrokerProcess(*self.args, directory=self.dir, port=self.fixed_port,
+                             store_dir=self.store_dir)
+
+    def accepts(self) -> bool:
+        """Does the STOMP port accept a connection right now?"""
+        try:
+            socket.create_connection(("127.0.0.1", self.fixed_port or self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
