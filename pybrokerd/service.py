@@ -25,6 +25,8 @@ class BrokerService(service.Service):
         self.options = options
         self.reactor = reactor
         self.store = None
+        self.scheduler_store = None
+        self.scheduler = None
         self.broker = None
         self.ports = []
         self.stomp_factory = None
@@ -78,6 +80,15 @@ class BrokerService(service.Service):
                              prioritized=bool(opts["prioritized-messages"]),
                              max_redeliveries=opts["max-redeliveries"])
         await self.broker.start()
+        # 3. the scheduler, on its own store of the same kind in --scheduler-dir
+        from scheduler.scheduler import Scheduler
+        os.makedirs(opts["scheduler-dir"], exist_ok=True)
+        self.scheduler_store = adapter_class(opts["scheduler-dir"], sync=opts["sync"],
+                                             reactor=self.reactor)
+        await self.scheduler_store.open()
+        self.scheduler = Scheduler(self.broker, self.scheduler_store, clock=self.reactor)
+        self.broker.scheduler = self.scheduler
+        await self.scheduler.start()
         config = StompConfig(
             limits=Limits(max_command_length=opts["max-command-length"],
                           max_header_length=opts["max-header-length"],
@@ -111,8 +122,9 @@ class BrokerService(service.Service):
         if self.stomp_factory is not None:
             for session in list(self.stomp_factory.sessions):
                 session.link.transport.abortConnection()
-        if self.store is not None:
-            self.store.abandon()
+        for store in (self.store, self.scheduler_store):
+            if store is not None:
+                store.abandon()
         self.reactor.callLater(0.1, os._exit, 3)
 
     def _failed_to_start(self, failure):
@@ -141,8 +153,12 @@ class BrokerService(service.Service):
                 session.link.transport.abortConnection()
         if self.broker is not None:
             self.broker.stop()
-        if self.store is not None and not self._lock_lost:
-            yield self.store.close()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if not self._lock_lost:
+            for store in (self.scheduler_store, self.store):
+                if store is not None:
+                    yield store.close()
         # only now, with the store closed, may the next master open it
         if self.locker is not None and not self._lock_lost:
             yield self.locker.release()

@@ -91,6 +91,12 @@ class StoreView:
             wanted.append((message_id, self.entries[message_id]))
         return self.adapter._read_many(key, wanted)
 
+    def get(self, message_id):
+        entry = self.entries.get(message_id)
+        if entry is None:
+            return defer.succeed(None)
+        return self.adapter._read_many(self.name, [(message_id, entry)]).addCallback(lambda ms: ms[0])
+
     def count(self):
         return len(self.entries)
 

@@ -30,6 +30,9 @@ class IMessageStore(Interface):
         """Up to max_count messages in arrival order, starting after message id `after`.
         -> Deferred firing with a list of Message."""
 
+    def get(message_id):
+        """One stored message by id. -> Deferred firing with the Message or None."""
+
     def count():
         """Number of stored messages (int, no I/O)."""
 

@@ -51,6 +51,9 @@ class MemoryMessageStore:
             result.append(self._messages[message_id])
         return defer.succeed(result)
 
+    def get(self, message_id):
+        return defer.succeed(self._messages.get(message_id))
+
     def count(self):
         return len(self._messages)
 

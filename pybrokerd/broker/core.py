@@ -61,6 +61,7 @@ class Broker:
         self._temp_seq = itertools.count(1)
         self._expiry_interval = expiry_check_interval
         self._expiry_loop = None
+        self.scheduler = None  # set by the service: delayed and cron messages
 
     # -- life cycle ----------------------------------------------------------------------
     @defer.inlineCallbacks
@@ -154,9 +155,24 @@ class Broker:
     # -- producing -----------------------------------------------------------------------
     def send(self, message: Message) -> defer.Deferred:
         """Route a message now; the Deferred fires when it is durable."""
+        scheduled = self._to_scheduler(message)
+        if scheduled is not None:
+            return scheduled
         ops: list = []
         self._route(message, ops)
         return self._persist(ops)
+
+    def _to_scheduler(self, message: Message):
+        """The scheduler's Deferred if the message is a management request or a scheduled
+        message, else None."""
+        if self.scheduler is None:
+            return None
+        from scheduler.scheduler import is_management, is_scheduled
+        if is_management(message.destination):
+            return self.scheduler.manage(message)
+        if is_scheduled(message):
+            return self.scheduler.schedule(message)
+        return None
 
     def _route(self, message: Message, ops: list) -> None:
         dest = message.destination
@@ -383,8 +399,13 @@ class Broker:
 
     def commit(self, tx: Transaction) -> defer.Deferred:
         ops: list = []
+        scheduled = []
         for message in tx.sends:
-            self._route(message, ops)
+            d = self._to_scheduler(message)
+            if d is not None:
+                scheduled.append(d)  # scheduled only now, at COMMIT, as ActiveMQ
+            else:
+                self._route(message, ops)
         sources = set()
         for consumer, ack_id, kind in tx.acks:
             delivery = consumer.in_flight.get(ack_id)
@@ -399,6 +420,8 @@ class Broker:
                 self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
         for source in sources:
             source.wake()
+        if scheduled:
+            return defer.gatherResults([self._persist(ops)] + scheduled, consumeErrors=True)
         return self._persist(ops)
 
     def rollback(self, tx: Transaction) -> None:

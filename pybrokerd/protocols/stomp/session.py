@@ -27,6 +27,8 @@ from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, now_ms
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import FrameError, FrameParser, Limits, serialize
+from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
+from scheduler.scheduler import parse as parse_schedule
 
 log = Logger()
 
@@ -121,7 +123,7 @@ class StompSession:
             getattr(self, "on_" + command.lower())(frame, receipt)
         except ProtocolError as e:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
-        except (BrokerError, DestinationError, SelectorError) as e:
+        except (BrokerError, DestinationError, SelectorError, ScheduleError) as e:
             self._error(str(e), receipt=receipt)
         except Exception:
             log.failure("STOMP {command} from {connection}", command=command,
@@ -248,6 +250,8 @@ class StompSession:
         destinations = self._destinations(headers.get("destination"), "SEND")
         tx = self._transaction(headers.get("transaction")) if "transaction" in headers else None
         message = self._build_message(frame, destinations[0])
+        if any(name in message.properties for name in SCHEDULING_HEADERS):
+            parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
         copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
         if tx is not None:
             tx.sends.extend(copies)
@@ -503,16 +507,22 @@ class StompSession:
             def fired(result, entry=entry):
                 entry[1] = True
                 if hasattr(result, "check"):  # a Failure
-                    log.failure("store write for {connection}", result, connection=self.connection_id)
-                    entry[2] = "The broker could not store this durably: %s" % result.getErrorMessage()
+                    entry[2] = self._failure_text(result)
                 self._flush_receipts()
             done.addBoth(fired)
         elif done is not None:
             # already fired: a failure is still surfaced
-            done.addErrback(lambda f, entry=entry: entry.__setitem__(
-                2, "The broker could not store this durably: %s" % f.getErrorMessage()))
+            done.addErrback(lambda f, entry=entry: entry.__setitem__(2, self._failure_text(f)))
         self._receipts.append(entry)
         self._flush_receipts()
+
+    def _failure_text(self, failure) -> str:
+        if failure.check(defer.FirstError):
+            failure = failure.value.subFailure
+        if failure.check(BrokerError, ScheduleError, DestinationError):
+            return str(failure.value)
+        log.failure("store write for {connection}", failure, connection=self.connection_id)
+        return "The broker could not store this durably: %s" % failure.getErrorMessage()
 
     def _flush_receipts(self) -> None:
         while self._receipts and self._receipts[0][1]:

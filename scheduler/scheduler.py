@@ -1,0 +1,369 @@
+"""Delayed, repeated and cron messages (ActiveMQ's AMQ_SCHEDULED_* headers).
+
+A scheduled message is kept in the scheduler's own store (``--scheduler-dir``) as a job, not in
+its destination, until it fires.  In memory there is only a heap of (fire time, job id) and a
+small record per job; the message itself is read back from the job store when it fires, so a
+million pending jobs cost little RAM.  One reactor timer is armed for the earliest job; a job
+that is late (a busy reactor, a restart, a failover) fires late, never never.
+
+Semantics follow ActiveMQ's JobSchedulerImpl, except that times are not rounded up to the next
+500 ms: the first run is at now + delay (or now + period when there is no delay), or at the next
+cron time + delay; a repeat runs every period, ``repeat`` more times; a cron job without repeat
+runs at every cron time; a cron job with repeat starts, at every cron time, a series of
+``repeat + 1`` runs (delay, then every period).  Each run of a repeating job is a new message
+with a new message-id and the job's ``scheduledJobId``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+import json
+import os
+
+from croniter import croniter
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pybrokerd.broker.destination import Destination
+from scheduler.interfaces import IJobStore
+
+log = Logger()
+
+DELAY = "AMQ_SCHEDULED_DELAY"
+PERIOD = "AMQ_SCHEDULED_PERIOD"
+REPEAT = "AMQ_SCHEDULED_REPEAT"
+CRON = "AMQ_SCHEDULED_CRON"
+JOB_ID = "scheduledJobId"
+SCHEDULING_HEADERS = (DELAY, PERIOD, REPEAT, CRON)
+MANAGEMENT = "activemq.scheduler.management"
+ACTION = "AMQ_SCHEDULER_ACTION"
+START_TIME = "ACTION_START_TIME"
+END_TIME = "ACTION_END_TIME"
+MAX_REPEAT = 1000  # ActiveMQ's maxSchedulerRepeatAllowed
+_JOB = "__pybrokerd_job"  # where a stored job keeps its schedule
+
+
+class ScheduleError(ValueError):
+    """A scheduling header a user must fix; str(e) names it."""
+
+
+def is_scheduled(message) -> bool:
+    props = message.properties
+    return message.scheduled_job_id is None and (
+        DELAY in props or PERIOD in props or CRON in props)
+
+
+def is_management(destination: Destination) -> bool:
+    return destination.name.lower().startswith(MANAGEMENT)
+
+
+def _number(props, name, minimum=0):
+    value = props.get(name)
+    if value is None:
+        return 0
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ScheduleError("%s must be a whole number of %s, not %r"
+                            % (name, "times" if name == REPEAT else "milliseconds", value))
+    if number < minimum:
+        raise ScheduleError("%s must not be negative (got %d)" % (name, number))
+    return number
+
+
+def parse(props) -> dict:
+    """Validate the scheduling headers of a message; return its schedule."""
+    delay = _number(props, DELAY)
+    period = _number(props, PERIOD)
+    repeat = _number(props, REPEAT, minimum=-1)
+    if repeat > MAX_REPEAT:
+        raise ScheduleError("%s of %d is over the limit of %d" % (REPEAT, repeat, MAX_REPEAT))
+    cron = (props.get(CRON) or "").strip() or None
+    if cron is not None:
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            raise ScheduleError("%s %r is not a valid 5-field cron expression "
+                                "(minute hour day-of-month month day-of-week)" % (CRON, cron))
+    return {"delay": delay, "period": period, "repeat": repeat, "cron": cron}
+
+
+def next_cron_time(cron: str, after_ms: int) -> int:
+    """The first time strictly after `after_ms` that the cron expression names (local time)."""
+    base = datetime.datetime.fromtimestamp(after_ms / 1000.0)
+    nxt = croniter(cron, base).get_next(datetime.datetime)
+    return int(nxt.timestamp() * 1000)
+
+
+class Job:
+    __slots__ = ("job_id", "next_time", "delay", "period", "repeat", "cron", "created", "runs",
+                 "message_id")
+
+    def __init__(self, job_id, next_time, delay=0, period=0, repeat=0, cron=None, created=0, runs=0,
+                 message_id=None):
+        self.job_id = job_id
+        self.message_id = message_id  # the producer's message id, kept by a one-shot job
+        self.next_time = next_time
+        self.delay = delay
+        self.period = period
+        self.repeat = repeat
+        self.cron = cron
+        self.created = created
+        self.runs = runs
+
+    def state(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@implementer(IJobStore)
+class JobStore:
+    """Jobs kept in a persistence adapter's queue store, one stored message per job."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.store = adapter.queue_store("pybrokerd.scheduler.jobs")
+
+    @defer.inlineCallbacks
+    def load(self):
+        """All jobs, without their message bodies."""
+        jobs, after = [], None
+        while True:
+            batch = yield self.store.recover(10000, after)
+            if not batch:
+                break
+            for stored in batch:
+                state = json.loads(stored.properties[_JOB])
+                jobs.append(Job(**state))
+            after = batch[-1].message_id
+        return jobs
+
+    def schedule(self, job: Job, message):
+        stored = message.copy(message_id=job.job_id)
+        stored.properties[_JOB] = json.dumps(job.state())
+        return self.store.add(stored)
+
+    def update(self, job: Job, message):
+        stored = message.copy(message_id=job.job_id)
+        stored.properties[_JOB] = json.dumps(job.state())
+        return self.adapter.transaction([("remove", self.store, job.job_id),
+                                         ("add", self.store, stored)])
+
+    def message(self, job_id):
+        d = self.store.get(job_id)
+
+        def strip(stored):
+            if stored is not None:
+                stored.properties.pop(_JOB, None)
+            return stored
+        return d.addCallback(strip)
+
+    def remove(self, job_id):
+        return self.store.remove(job_id)
+
+    def count(self):
+        return self.store.count()
+
+
+class Scheduler:
+    def __init__(self, broker, adapter, clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.broker = broker
+        self.adapter = adapter
+        self.clock = clock
+        self.jobs_store = JobStore(adapter)
+        self.jobs: dict[str, Job] = {}
+        self._heap: list[tuple[int, int, str]] = []
+        self._tie = itertools.count()
+        self._timer = None
+        self._ids = itertools.count(1)
+        self._prefix = "ID:scheduler-%d-%s" % (self.now(), os.urandom(2).hex())
+        self._running = False
+
+    def now(self) -> int:
+        """Milliseconds since the epoch, from the injected clock (the reactor: wall time)."""
+        return int(self.clock.seconds() * 1000)
+
+    # -- life cycle ----------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def start(self):
+        for job in (yield self.jobs_store.load()):
+            self._add(job)
+        self._running = True
+        overdue = sum(1 for j in self.jobs.values() if j.next_time <= self.now())
+        log.info("scheduler: {n} jobs pending ({overdue} overdue fire now)",
+                 n=len(self.jobs), overdue=overdue)
+        self._arm()
+
+    def stop(self):
+        self._running = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # -- scheduling ----------------------------------------------------------------------
+    def schedule(self, message) -> defer.Deferred:
+        """Store a job for a message with AMQ_SCHEDULED_* headers. -> Deferred (durable)."""
+        spec = parse(message.properties)
+        now = self.now()
+        job_id = "%s:%d" % (self._prefix, next(self._ids))
+        if spec["cron"]:
+            first = next_cron_time(spec["cron"], now)
+        else:
+            first = now
+        first += spec["delay"] if spec["delay"] > 0 else spec["period"]
+        job = Job(job_id, first, spec["delay"], spec["period"], spec["repeat"], spec["cron"],
+                  created=now, message_id=message.message_id)
+        message.scheduled_job_id = None
+        d = self.jobs_store.schedule(job, message)
+        self._add(job)
+        self._arm()
+        return d
+
+    def _add(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        heapq.heappush(self._heap, (job.next_time, next(self._tie), job.job_id))
+
+    def _arm(self) -> None:
+        if not self._running:
+            return
+        while self._heap and self._heap[0][2] not in self.jobs:
+            heapq.heappop(self._heap)  # removed jobs leave stale heap entries
+        if not self._heap:
+            return
+        delay = max((self._heap[0][0] - self.now()) / 1000.0, 0)
+        if self._timer is not None and self._timer.active():
+            if abs(self._timer.getTime() - (self.clock.seconds() + delay)) < 0.001:
+                return
+            self._timer.cancel()
+        self._timer = self.clock.callLater(delay, self._fire_due)
+
+    def _fire_due(self) -> None:
+        self._timer = None
+        now = self.now()
+        while self._heap and self._heap[0][0] <= now:
+            at, _, job_id = heapq.heappop(self._heap)
+            job = self.jobs.get(job_id)
+            if job is None or job.next_time != at:
+                continue  # removed or rescheduled
+            self._run(job, now)
+        self._arm()
+
+    def _run(self, job: Job, now: int) -> None:
+        """Deliver one run of a job, then reschedule or forget it."""
+        spawn_series = job.cron is not None and job.repeat != 0
+        repeating = job.cron is not None or job.repeat != 0
+        if spawn_series:
+            # ActiveMQ: each cron time of a cron+repeat job starts a fresh delay/period series
+            series = Job("%s:%d" % (self._prefix, next(self._ids)),
+                         now + (job.delay if job.delay > 0 else job.period), job.delay,
+                         job.period, job.repeat, None, created=now)
+
+            @defer.inlineCallbacks
+            def start_series(message):
+                if message is None:
+                    return
+                yield self.jobs_store.schedule(series, message)
+                self._add(series)
+                self._arm()
+            d = self.jobs_store.message(job.job_id).addCallback(start_series)
+            d.addErrback(lambda f: log.failure("starting a cron series", f))
+        runs = job.runs
+        if job.cron is not None:
+            job.next_time = next_cron_time(job.cron, max(now, job.next_time))
+        elif job.repeat != 0:
+            job.next_time = job.next_time + max(job.period, 1)
+            if job.next_time < now - job.period * 10 and job.period > 0:
+                job.next_time = now  # far behind (long downtime): no burst of catch-up runs
+            if job.repeat > 0:
+                job.repeat -= 1
+        job.runs += 1
+        if repeating:
+            heapq.heappush(self._heap, (job.next_time, next(self._tie), job.job_id))
+        else:
+            del self.jobs[job.job_id]
+        d = self.jobs_store.message(job.job_id)
+        d.addCallback(self._deliver, job, runs, repeating, spawn_series)
+        d.addErrback(lambda f: log.failure("firing scheduled job {job}", f, job=job.job_id))
+
+    @defer.inlineCallbacks
+    def _deliver(self, stored, job, runs, repeating, spawn_series):
+        if stored is None:
+            return
+        if not spawn_series:
+            message = stored.copy(scheduled_job_id=job.job_id, seq=0)
+            for name in SCHEDULING_HEADERS:
+                message.properties.pop(name, None)
+            message.properties[JOB_ID] = job.job_id
+            if repeating or runs > 0 or not job.message_id:
+                message.message_id = "%s:run:%d" % (job.job_id, runs + 1)
+            else:
+                message.message_id = job.message_id
+            if stored.expires:
+                message.expires = stored.expires + (self.now() - stored.timestamp)
+            message.timestamp = self.now()
+            try:
+                yield self.broker.send(message)
+            except Exception as e:
+                log.warn("scheduled job {job} could not be delivered: {error}",
+                         job=job.job_id, error=e)
+        # the delivery is durable: only now advance (or drop) the stored job, so a crash in
+        # between repeats this run rather than losing it
+        if job.job_id in self.jobs:
+            yield self.jobs_store.update(job, stored)
+        else:
+            yield self.jobs_store.remove(job.job_id)
+
+    # -- management ----------------------------------------------------------------------
+    def _window(self, props):
+        start = _number(props, START_TIME) if START_TIME in props else None
+        end = _number(props, END_TIME) if END_TIME in props else None
+        return start, end
+
+    def select(self, start=None, end=None) -> list[Job]:
+        return sorted((j for j in self.jobs.values()
+                       if (start is None or j.next_time >= start) and (end is None or j.next_time <= end)),
+                      key=lambda j: j.next_time)
+
+    def remove(self, job_id) -> defer.Deferred:
+        if self.jobs.pop(job_id, None) is None:
+            return defer.succeed(None)
+        return self.jobs_store.remove(job_id)
+
+    def remove_all(self, start=None, end=None) -> defer.Deferred:
+        return defer.gatherResults([self.remove(j.job_id) for j in self.select(start, end)])
+
+    @defer.inlineCallbacks
+    def manage(self, request) -> defer.Deferred:
+        """A message sent to ActiveMQ.Scheduler.Management: BROWSE, REMOVE or REMOVEALL."""
+        props = request.properties
+        action = (props.get(ACTION) or "").strip().upper()
+        if action == "BROWSE":
+            if request.reply_to is None:
+                raise ScheduleError("BROWSE needs a reply-to header naming where to send the jobs")
+            start, end = self._window(props)
+            for job in self.select(start, end):
+                stored = yield self.jobs_store.message(job.job_id)
+                if stored is None:
+                    continue
+                reply = stored.copy(message_id=job.job_id, persistent=False, seq=0,
+                                    destination=request.reply_to if isinstance(request.reply_to, Destination)
+                                    else None, type="Advisory",
+                                    original_destination=stored.destination)
+                reply.properties[JOB_ID] = job.job_id
+                reply.scheduled_job_id = job.job_id
+                if reply.destination is None:
+                    raise ScheduleError("BROWSE reply-to %r is not a destination" % (request.reply_to,))
+                yield self.broker.send(reply)
+        elif action == "REMOVE":
+            job_id = props.get(JOB_ID)
+            if not job_id:
+                raise ScheduleError("REMOVE needs a scheduledJobId header")
+            yield self.remove(job_id)
+        elif action == "REMOVEALL":
+            start, end = self._window(props)
+            yield self.remove_all(start, end)
+        else:
+            raise ScheduleError("%s must be BROWSE, REMOVE or REMOVEALL (got %r)"
+                                % (ACTION, props.get(ACTION)))
