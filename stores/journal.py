@@ -75,7 +75,7 @@ class JournalAdapter(BatchingAdapter):
         self._lock = threading.Lock()  # guards the index and read fds against pool-thread reads
         self._index: dict[str, dict[str, int]] = {}
         self._subs: dict[str, dict] = {}
-        self._queues: set[str] = set()
+        self._queue_names: set[str] = set()
         self._segments: list[int] = []
         self._read_fds: dict[int, int] = {}
         self._fd = None
@@ -127,7 +127,7 @@ class JournalAdapter(BatchingAdapter):
             ordered = sorted(entries.items(), key=lambda kv: kv[1] >> 96)
             catalogue.messages[key] = [(mid, v >> 96, v & _MASK32) for mid, v in ordered]
         catalogue.subscriptions = {k: v for k, v in self._subs.items()}
-        catalogue.queues = set(self._queues)
+        catalogue.queues = set(self._queue_names)
         log.info("journal {dir}: recovered {messages} messages in {seconds:.2f}s "
                  "({batches} batches replayed after the checkpoint)", dir=self.directory,
                  messages=sum(len(e) for e in self._index.values()),
@@ -154,7 +154,7 @@ class JournalAdapter(BatchingAdapter):
             return 1
         self._index = state["index"]
         self._subs = state["subscriptions"]
-        self._queues = set(state["queues"])
+        self._queue_names = set(state["queues"])
         self._ckpt_pos = tuple(state["position"])
         return state["next_seq"]
 
@@ -223,9 +223,9 @@ class JournalAdapter(BatchingAdapter):
                 self._subs.pop(key, None)
                 index.pop(key, None)
             elif kind == QUEUE:
-                self._queues.add(key)
+                self._queue_names.add(key)
             elif kind == DROP:
-                self._queues.discard(key)
+                self._queue_names.discard(key)
                 index.pop("queue:" + key, None)
             pos += dlen
         return top
@@ -287,9 +287,9 @@ class JournalAdapter(BatchingAdapter):
                     self._subs.pop(op[1], None)
                     index.pop(op[1], None)
                 elif kind == "queue":
-                    self._queues.add(op[1])
+                    self._queue_names.add(op[1])
                 elif kind == "drop":
-                    self._queues.discard(op[1])
+                    self._queue_names.discard(op[1])
                     index.pop("queue:" + op[1], None)
             for key, message_id, seq, at, length in adds:
                 index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length)
@@ -337,7 +337,7 @@ class JournalAdapter(BatchingAdapter):
         with self._lock:
             state = {"version": CHECKPOINT_VERSION, "position": (self._current, self._size),
                      "index": self._index, "subscriptions": self._subs,
-                     "queues": sorted(self._queues), "next_seq": self._max_seq + 1}
+                     "queues": sorted(self._queue_names), "next_seq": self._max_seq + 1}
             data = marshal.dumps(state)
         path = os.path.join(self.directory, "checkpoint")
         tmp = path + ".tmp"

@@ -280,3 +280,54 @@ def test_lease_master_that_cannot_renew_stops_before_expiry(tmp_path):
         assert stopped < expires  # gone before a slave could take the expired lease
     finally:
         a.kill()
+
+
+def test_stomp_py_host_list_follows_the_master(tmp_path):
+    import stomp
+
+    a, b = pair(tmp_path)
+    os.makedirs(a.dir), os.makedirs(b.dir)
+    a.start()
+    b.start(wait=False)
+    b.wait_for_log("slave: waiting")
+    dest = "/queue/" + unique()
+    received = []
+    reconnected = threading.Event()
+
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            received.append(frame.body)
+
+        def on_disconnected(self):
+            # what stomp.py's docs tell applications to do: connect again (it walks the host
+            # list) and subscribe again
+            def again():
+                conn.connect(wait=True)
+                conn.subscribe(dest, id="1", ack="auto")
+                reconnected.set()
+            threading.Thread(target=again, daemon=True).start()
+
+    conn = stomp.Connection12([("127.0.0.1", a.fixed_port), ("127.0.0.1", b.fixed_port)],
+                              reconnect_sleep_initial=0.05, reconnect_sleep_increase=0.5,
+                              reconnect_sleep_max=0.5, reconnect_attempts_max=100)
+    conn.set_listener("l", Listener())
+    try:
+        conn.connect(wait=True)
+        conn.subscribe(dest, id="1", ack="auto")
+        c = RawStomp(a.port)
+        c.connect()
+        c.receipt("SEND", {"destination": dest, "persistent": "true"}, b"before")
+        assert wait_until(lambda: received == ["before"], 5)
+        a.kill()
+        assert reconnected.wait(10)
+        c = RawStomp(b.fixed_port)
+        c.connect()
+        c.receipt("SEND", {"destination": dest, "persistent": "true"}, b"after")
+        assert wait_until(lambda: received == ["before", "after"], 5), received
+    finally:
+        try:
+            conn.disconnect()
+        except Exception:
+            pass
+        a.kill()
+        b.kill()

@@ -196,12 +196,19 @@ class Broker:
     def _enqueue(self, queue: MessageQueue, message: Message, ops: list) -> None:
         if message.persistent and queue.store is not None:
             ops.append(("add", queue.store, message))
-        queue.enqueue(message)
+        # dispatched only once the add is submitted (in _persist): an auto-ack consumer
+        # removes the message the moment it is dispatched, and that remove must follow its add
+        ops.append(("enqueue", queue, message))
 
     def _persist(self, ops: list) -> defer.Deferred:
-        if not ops:
-            return defer.succeed(None)
-        return self.store.transaction(ops)
+        """Submit the store operations of one broker action as one atomic batch, then do its
+        in-memory enqueues.  -> Deferred firing when the batch is durable."""
+        store_ops = [op for op in ops if op[0] != "enqueue"]
+        d = self.store.transaction(store_ops) if store_ops else defer.succeed(None)
+        for op in ops:
+            if op[0] == "enqueue":
+                op[1].enqueue(op[2])
+        return d
 
     # -- consuming -----------------------------------------------------------------------
     def subscribe(self, consumer: Consumer) -> None:
