@@ -50,6 +50,8 @@ class Options(usage.Options):
         ["config", None, None, "INI file with a [pybrokerd] section of these options"],
         ["max-redeliveries", None, None, "move a message to ActiveMQ.DLQ after N redeliveries "
                                          "[default: no limit, as ActiveMQ over STOMP]", _positive_int],
+        ["page-size", None, 1000, "persistent messages of one destination held in memory; the "
+                                  "rest stay in the store until consumers drain", int],
         ["heartbeat-grace", None, 1.5, "drop a client after its heart-beat interval times this", float],
         ["connect-timeout", None, 30.0, "seconds a connection may stay open without CONNECT", float],
         ["max-command-length", None, 1024, "STOMP command line limit (bytes)", int],

@@ -78,7 +78,8 @@ class BrokerService(service.Service):
         await self.store.open()
         self.broker = Broker(self.store, clock=self.reactor, name=opts["broker-name"],
                              prioritized=bool(opts["prioritized-messages"]),
-                             max_redeliveries=opts["max-redeliveries"])
+                             max_redeliveries=opts["max-redeliveries"],
+                             page_size=opts["page-size"])
         await self.broker.start()
         # 3. the scheduler, on its own store of the same kind in --scheduler-dir
         from scheduler.scheduler import Scheduler

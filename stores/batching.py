@@ -77,7 +77,7 @@ class StoreView:
         # stored with.
         return defer.succeed(None)
 
-    def recover(self, max_count, after=None):
+    def recover(self, max_count, after=None, skip=None):
         key = self.name
         ids = iter(self.entries)
         if after is not None:
@@ -88,6 +88,8 @@ class StoreView:
         for message_id in ids:
             if len(wanted) >= max_count:
                 break
+            if skip is not None and message_id in skip:
+                continue
             wanted.append((message_id, self.entries[message_id]))
         return self.adapter._read_many(key, wanted)
 

@@ -26,8 +26,10 @@ class IMessageStore(Interface):
     def update(message):
         """Rewrite a stored message (its redelivery count changed). -> Deferred."""
 
-    def recover(max_count, after=None):
-        """Up to max_count messages in arrival order, starting after message id `after`.
+    def recover(max_count, after=None, skip=None):
+        """Up to max_count messages in arrival order, starting after message id `after`, and
+        leaving out the ids in the container `skip` (the broker's paging passes the ids it
+        already holds in memory, which all sit at the front).
         -> Deferred firing with a list of Message."""
 
     def get(message_id):

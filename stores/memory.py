@@ -38,7 +38,7 @@ class MemoryMessageStore:
             self._add(message)
         return defer.succeed(None)
 
-    def recover(self, max_count, after=None):
+    def recover(self, max_count, after=None, skip=None):
         ids = iter(self._messages)
         if after is not None:
             for message_id in ids:
@@ -48,6 +48,8 @@ class MemoryMessageStore:
         for message_id in ids:
             if len(result) >= max_count:
                 break
+            if skip is not None and message_id in skip:
+                continue
             result.append(self._messages[message_id])
         return defer.succeed(result)
 

@@ -41,13 +41,14 @@ class Transaction:
 class Broker:
     def __init__(self, store, *, clock=None, prioritized: bool = False,
                  max_redeliveries: int | None = None, expiry_check_interval: float = 30.0,
-                 dlq_name: str = DLQ_NAME, name: str = "localhost"):
+                 dlq_name: str = DLQ_NAME, name: str = "localhost", page_size: int = 1000):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
         self.clock = clock
         self.name = name
         self.prioritized = prioritized
+        self.page_size = max(page_size, 1)
         self.max_redeliveries = max_redeliveries
         self.dlq = Destination(QUEUE, dlq_name)
         self.queues: dict[Destination, MessageQueue] = {}
@@ -80,19 +81,10 @@ class Broker:
             self._expiry_loop.clock = self.clock
             self._expiry_loop.start(self._expiry_interval, now=False)
 
-    @defer.inlineCallbacks
     def _recover_into(self, queue: MessageQueue):
-        store = queue.store
-        after = None
-        while True:
-            batch = yield store.recover(10000, after)
-            if not batch:
-                break
-            for message in batch:
-                message.seq = next(self._seq)
-                queue.pending.append(message)
-            after = batch[-1].message_id
-        queue.wake()
+        """Messages come back a window at a time as consumers drain (see MessageQueue)."""
+        queue.load_window()
+        return defer.succeed(None)
 
     def stop(self):
         if self._expiry_loop is not None and self._expiry_loop.running:
@@ -124,6 +116,7 @@ class Broker:
             if destination.kind == QUEUE:
                 store = self.store.queue_store(destination.name)
             queue = MessageQueue(self, destination, store=store, prioritized=self.prioritized)
+            queue.window = self.page_size
             self.queues[destination] = queue
             for consumer, kind, match in self.wildcard_consumers:
                 if kind == destination.kind and match(destination.name):
@@ -266,6 +259,7 @@ class Broker:
         sub = TopicSubscription(self, topics[0], patterns, selector, selector_text,
                                 store=self.store.subscription_store(client_id, name),
                                 durable_key=(client_id, name))
+        sub.window = self.page_size
         sub.topics = topics
         self.durable[(client_id, name)] = sub
         self.topic_subscriptions.add(sub)
@@ -296,15 +290,21 @@ class Broker:
         consumer.closed = True
         self.wildcard_consumers = [w for w in self.wildcard_consumers if w[0] is not consumer]
         ops: list = []
+        returns = []
         for source in list(consumer.sources):
             returned = source.remove_consumer(consumer)
             if isinstance(source, TopicSubscription) and source.durable_key is None:
                 self.topic_subscriptions.discard(source)
                 continue
-            self._redeliver(source, returned, ops)
-        return self._persist(ops)
+            returns.append((source, self._redeliver(source, returned, ops)))
+        d = self._persist(ops)
+        for source, back in returns:
+            source.requeue(back)
+        return d
 
-    def _redeliver(self, source: MessageQueue, messages: list[Message], ops: list) -> None:
+    def _redeliver(self, source: MessageQueue, messages: list[Message], ops: list) -> list:
+        """The messages to put back (redelivery count + 1); those over the limit are
+        dead-lettered into `ops` instead."""
         back = []
         for message in messages:
             again = message.copy(redelivery_count=message.redelivery_count + 1)
@@ -313,7 +313,7 @@ class Broker:
                                   % again.redelivery_count, ops)
             else:
                 back.append(again)
-        source.requeue(back)
+        return back
 
     def consumed(self, source: MessageQueue, message: Message) -> None:
         """An auto-ack delivery: the message is gone from its queue."""
@@ -322,6 +322,7 @@ class Broker:
 
     def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
         source.dequeue_count += 1
+        source.resident.discard(message.message_id)
         if message.persistent and source.store is not None:
             return [("remove", source.store, message.message_id)]
         return []
@@ -332,9 +333,15 @@ class Broker:
         for delivery in consumer.take(ack_ids):
             ops.extend(self._consumed_ops(delivery.source, delivery.message))
             sources.add(delivery.source)
+        return self._persist_then_wake(ops, sources)
+
+    def _persist_then_wake(self, ops: list, sources) -> defer.Deferred:
+        # the store hears of the removals before the queues look for more to dispatch: a
+        # refill from the store must not find a message that was just acked
+        d = self._persist(ops)
         for source in sources:
             source.wake()
-        return self._persist(ops)
+        return d
 
     def nack(self, consumer: Consumer, ack_ids: list[str]) -> defer.Deferred:
         """ActiveMQ's poison ack: straight to the DLQ (persistent) or dropped."""
@@ -344,11 +351,10 @@ class Broker:
             delivery.source.dequeue_count += 1
             self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
             sources.add(delivery.source)
-        for source in sources:
-            source.wake()
-        return self._persist(ops)
+        return self._persist_then_wake(ops, sources)
 
     def _dead_letter(self, source: MessageQueue, message: Message, cause: str, ops: list) -> None:
+        source.resident.discard(message.message_id)
         if message.persistent and source.store is not None:
             ops.append(("remove", source.store, message.message_id))
         if not message.persistent:
@@ -375,7 +381,9 @@ class Broker:
             for message in queue.remove_expired(now):
                 self.expired(queue, message)
 
-    def browse(self, destinations: list[Destination], selector=None) -> list[Message]:
+    @defer.inlineCallbacks
+    def browse(self, destinations: list[Destination], selector=None):
+        """-> Deferred firing with the messages of the queues, in order, without consuming."""
         found = []
         now = now_ms()
         for dest in destinations:
@@ -386,7 +394,11 @@ class Broker:
             else:
                 queues = [self.queue(dest)]
             for queue in queues:
-                for message in queue.messages():
+                messages = queue.messages()
+                if queue.paged:
+                    messages += (yield queue.store.recover(queue.paged + len(queue.resident),
+                                                           skip=queue.resident))
+                for message in messages:
                     if message.is_expired(now):
                         continue
                     if selector is None or selector(message.selector_value):
@@ -425,11 +437,10 @@ class Broker:
             else:
                 delivery.source.dequeue_count += 1
                 self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
-        for source in sources:
-            source.wake()
+        d = self._persist_then_wake(ops, sources)
         if scheduled:
-            return defer.gatherResults([self._persist(ops)] + scheduled, consumeErrors=True)
-        return self._persist(ops)
+            return defer.gatherResults([d] + scheduled, consumeErrors=True)
+        return d
 
     def rollback(self, tx: Transaction) -> None:
         for consumer, ack_id, _ in tx.acks:

@@ -184,7 +184,17 @@ class PendingByPriority:
 
 
 class MessageQueue:
-    """Pending messages of one queue (or one topic subscription) and the consumers taking them."""
+    """Pending messages of one queue (or one topic subscription) and the consumers taking them.
+
+    Paging: with a store, at most `window` persistent messages are held in memory.  Past that,
+    new persistent messages are only in the store (`paged` counts them) and are read back, in
+    order, as consumers drain the window.  The persistent messages in memory (`resident`)
+    always precede the paged ones in the store's order, so a refill asks the store for its
+    first messages that are not resident.  Non-persistent messages are never in the store and
+    always stay in memory.
+    """
+
+    window = 1000
 
     def __init__(self, broker, destination: Destination, store=None, prioritized: bool = False):
         self.broker = broker
@@ -199,7 +209,9 @@ class MessageQueue:
         # True after a full pass found nothing it could hand out; cleared whenever consumers or
         # their credit change, so a backlog nobody can take is not rescanned per new message.
         self._stalled = False
-        self._seq = itertools.count(1)
+        self.resident: set[str] = set()
+        self.paged = 0
+        self._loading = False
         self.enqueue_count = 0
         self.dequeue_count = 0
         self.dispatched_count = 0
@@ -210,12 +222,16 @@ class MessageQueue:
         return sum(1 for c in self.consumers for d in c.in_flight.values() if d.source is self)
 
     def size(self) -> int:
-        return len(self.pending) + self.in_flight_count()
+        return len(self.pending) + self.in_flight_count() + self.paged
 
     # -- messages in ---------------------------------------------------------------------
     def enqueue(self, message: Message) -> None:
-        message.seq = next(self._seq)
         self.enqueue_count += 1
+        if self.store is not None and message.persistent:
+            if self.paged or len(self.pending) >= self.window:
+                self.paged += 1  # in the store only, read back when the window drains
+                return
+            self.resident.add(message.message_id)
         if self._stalled or self._dispatching:
             self.pending.append(message)
             if self._dispatching:
@@ -279,6 +295,40 @@ class MessageQueue:
                     break
         finally:
             self._dispatching = False
+        if self.paged and not self._loading and len(self.pending) <= self.window // 2:
+            self._refill()
+
+    def _refill(self) -> None:
+        want = self.window - len(self.pending)
+        self._loading = True
+        self._paged_at_refill = self.paged
+        d = self.store.recover(want, skip=self.resident)
+        d.addCallback(self._refilled, want)
+        d.addErrback(self._refill_failed)
+
+    def _refilled(self, messages: list[Message], want: int) -> None:
+        self._loading = False
+        for message in messages:
+            if message.message_id in self.resident:
+                continue
+            message.seq = next(self.broker._seq)
+            self.resident.add(message.message_id)
+            self.pending.append(message)
+        # messages paged out while the store was being read sit behind the ones just read
+        arrived = self.paged - self._paged_at_refill
+        left = 0 if len(messages) < want else max(self._paged_at_refill - len(messages), 0)
+        self.paged = left + arrived
+        self.wake()
+
+    def _refill_failed(self, failure) -> None:
+        self._loading = False
+        from twisted.logger import Logger
+        Logger().failure("reading paged messages of {queue}", failure, queue=self.destination)
+
+    def load_window(self):
+        """At start-up: read the first window of the store; the rest stays paged."""
+        self.paged = self.store.count()
+        self._refill()
 
     def _candidates(self) -> list[Consumer]:
         return [c for c in self.active_consumers() if c.has_credit()]

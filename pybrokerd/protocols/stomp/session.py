@@ -338,10 +338,15 @@ class StompSession:
         browser.closed = True  # never attached to a queue: nothing is consumed
         self.subscriptions[sub_id] = browser
         self._receipt(receipt)
-        for message in self.broker.browse(destinations, selector):
-            self.deliver(browser, message, None)
-        self._write("MESSAGE", {"subscription": sub_id, "destination": h_join(self, destinations),
-                                "message-id": "0", "browser": "end"})
+        found = self.broker.browse(destinations, selector)
+
+        def send(messages):
+            for message in messages:
+                self.deliver(browser, message, None)
+            self._write("MESSAGE", {"subscription": sub_id, "message-id": "0", "browser": "end",
+                                    "destination": h_join(self, destinations)})
+        found.addCallback(send)
+        found.addErrback(lambda f: self._error("Browsing failed: %s" % f.getErrorMessage()))
 
     def on_unsubscribe(self, frame, receipt) -> None:
         h = frame.headers
