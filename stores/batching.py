@@ -73,9 +73,19 @@ class StoreView:
         return self.adapter.transaction([("remove", self, message_id)])
 
     def update(self, message):
-        # Redelivery counts are not rewritten in place yet: a message keeps the count it was
-        # stored with.
-        return defer.succeed(None)
+        """Rewrite a stored message in place (same position): used to remember that it was
+        delivered, so that after a crash it comes back with redelivered:true."""
+        entry = self.entries.get(message.message_id)
+        if entry is None:
+            return defer.succeed(None)
+        if isinstance(entry, Unwritten):
+            seq, self._bytes = entry.seq, self._bytes - len(entry.message.body)
+        else:
+            seq, self._bytes = entry >> 32, self._bytes - (entry & 0xFFFFFFFF)
+        rewritten = Unwritten(message, seq)
+        self.entries[message.message_id] = rewritten
+        self._bytes += len(message.body)
+        return self.adapter._submit([("rewrite", self, rewritten)])
 
     def recover(self, max_count, after=None, skip=None):
         key = self.name
@@ -341,18 +351,26 @@ class BatchingAdapter:
     def _merge(self, batch: list[_Pending]) -> list:
         """Backend operations for a batch, with adds cancelled by removes in the same batch."""
         added = {}
+        rewrites = {}
         ops = []
         for pending in batch:
             for op in pending.ops:
                 kind = op[0]
-                if kind == "add":
+                if kind in ("add", "rewrite"):
                     view, entry = op[1], op[2]
                     message = entry.message
-                    added[(view.name, message.message_id)] = len(ops)
+                    where = (view.name, message.message_id)
+                    if kind == "add":
+                        added[where] = len(ops)
+                    else:
+                        rewrites.setdefault(where, []).append(len(ops))
+                    # a rewrite is an add with the original seq: it overwrites in place
                     ops.append(("add", view.name, message.message_id,
                                 serialization.encode(message), entry.seq, len(message.body)))
                 elif kind == "remove":
                     view, message_id, entry = op[1], op[2], op[3]
+                    for index in rewrites.pop((view.name, message_id), ()):
+                        ops[index] = None
                     index = added.pop((view.name, message_id), None)
                     if index is not None:
                         ops[index] = None  # never written: nothing to remove either
@@ -366,7 +384,7 @@ class BatchingAdapter:
     def _written(self, batch):
         for pending in batch:
             for op in pending.ops:
-                if op[0] == "add":
+                if op[0] in ("add", "rewrite"):
                     view, entry = op[1], op[2]
                     message_id = entry.message.message_id
                     if view.entries.get(message_id) is entry:

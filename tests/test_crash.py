@@ -205,3 +205,25 @@ def test_auto_acked_messages_do_not_come_back(tmp_path, store):
         assert drain(proc, dest, timeout=0.5) == []
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_unacked_messages_come_back_redelivered_after_a_crash(tmp_path, store):
+    proc = start(tmp_path, store)
+    try:
+        dest = "/queue/" + unique()
+        send_all(client(proc), dest, [b"seen", b"unseen"], persistent="true")
+        c = client(proc)
+        c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client",
+                                "activemq.prefetchSize": "1"})
+        assert c.recv_command("MESSAGE").body == b"seen"
+        c.send("DISCONNECT", {"receipt": "x"})  # not acked; the receipt flushes the store
+        c.recv_command("RECEIPT")
+        proc = restart(proc)
+        c = client(proc)
+        c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+        first, second = c.recv_command("MESSAGE"), c.recv_command("MESSAGE")
+        assert (first.body, first.headers.get("redelivered")) == (b"seen", "true")
+        assert (second.body, second.headers.get("redelivered")) == (b"unseen", None)
+    finally:
+        proc.kill()

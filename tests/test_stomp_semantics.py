@@ -423,3 +423,16 @@ def test_message_expiring_while_queued(raw):
     c = raw()
     sub(c, dest)
     nothing_more(c)
+
+
+def test_group_seq_minus_one_closes_the_group(raw):
+    dest = q()
+    a, b = raw(), raw()
+    sub(a, dest)
+    sub(b, dest)
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g1")
+    p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g", "JMSXGroupSeq": "-1"}, b"g2-last")
+    p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g3-new-owner")
+    assert bodies(a, 2) == [b"g1", b"g2-last"]
+    assert bodies(b, 1) == [b"g3-new-owner"]

@@ -195,3 +195,22 @@ def test_many_concurrent_writers_are_group_committed(open_store, name):
     for i in range(4):
         total += len((yield adapter.queue_store("q%d" % i).recover(10000)))
     assert total == 2000
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_update_rewrites_in_place(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    for i in range(3):
+        yield store.add(message(i))
+    yield store.update(message(1, redelivery_count=1))
+    # an update and a remove racing in one batch: the remove wins
+    d1 = store.update(message(2, redelivery_count=1))
+    d2 = store.remove("ID:test-2")
+    yield defer.gatherResults([d1, d2])
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+        store = adapter.queue_store("q")
+    got = yield store.recover(10)
+    assert [(m.message_id, m.redelivery_count) for m in got] == [("ID:test-0", 0), ("ID:test-1", 1)]

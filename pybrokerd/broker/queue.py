@@ -79,6 +79,10 @@ class Consumer:
         if self.ack_mode != AUTO:
             self.in_flight[ack_id] = Delivery(message, source, ack_id)
             self.by_message_id[message.message_id] = ack_id
+            if message.persistent and not message.redelivery_count and source.store is not None:
+                # remember the delivery in the store: after a crash the message comes back
+                # with redelivered:true (ActiveMQ forgets it)
+                source.store.update(message.copy(redelivery_count=1))
         source.dispatched_count += 1
         self.session.deliver(self, message, ack_id)
         if self.ack_mode == AUTO:
