@@ -151,6 +151,8 @@ class BatchingAdapter:
         self._last_sync = time.monotonic()
         self._unsynced = False
         self._next_seq = 1
+        self.batches = 0      # group commits done (for benchmarks and the admin API)
+        self.batched_ops = 0  # operations they carried
 
     # -- backend hooks (run in the writer thread, except open/close) -----------------------
     def backend_open(self) -> Catalogue:
@@ -302,6 +304,10 @@ class BatchingAdapter:
             else:
                 self._idle()
             if stopping:
+                if self.batches:
+                    log.info("store {dir}: {batches} group commits carried {ops} operations "
+                             "({avg:.1f} per commit)", dir=self.directory, batches=self.batches,
+                             ops=self.batched_ops, avg=self.batched_ops / self.batches)
                 try:
                     if self._unsynced:
                         self.backend_sync()
@@ -329,6 +335,8 @@ class BatchingAdapter:
         try:
             if ops:
                 self.backend_apply(ops)
+                self.batches += 1
+                self.batched_ops += len(ops)
             if ops:
                 self._unsynced = True
             if self.sync_policy == "always" or (
