@@ -86,6 +86,7 @@ class JournalAdapter(BatchingAdapter):
         self._ckpt_time = time.monotonic()
         self._dirty = False
         self._max_seq = 0
+        self._live = 0  # messages in the index (kept by backend_apply, approximately)
 
     # -- files -----------------------------------------------------------------------------
     def _path(self, segment):
@@ -120,6 +121,7 @@ class JournalAdapter(BatchingAdapter):
             replayed += n
             next_seq = max(next_seq, top + 1)
         self._max_seq = next_seq - 1
+        self._live = sum(len(e) for e in self._index.values())
         self._open_segment(self._segments[-1] if self._segments else 1)
         catalogue = Catalogue()
         catalogue.next_seq = next_seq
@@ -291,6 +293,7 @@ class JournalAdapter(BatchingAdapter):
                 elif kind == "drop":
                     self._queue_names.discard(op[1])
                     index.pop("queue:" + op[1], None)
+            self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
             for key, message_id, seq, at, length in adds:
                 index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length)
                 if seq > self._max_seq:
@@ -325,7 +328,10 @@ class JournalAdapter(BatchingAdapter):
 
     # -- checkpoints, GC, compaction -------------------------------------------------------
     def backend_maintenance(self):
-        due = self._dirty and (self._since_ckpt >= self.checkpoint_bytes
+        # a checkpoint costs time proportional to the index: with many live messages, take
+        # them further apart (replay after a crash stays a fraction of a second per 64 MiB)
+        threshold = max(self.checkpoint_bytes, 64 * self._live)
+        due = self._dirty and (self._since_ckpt >= threshold
                                or time.monotonic() - self._ckpt_time >= self.checkpoint_interval)
         if due:
             self._checkpoint()

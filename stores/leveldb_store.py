@@ -20,17 +20,16 @@ crash loses nothing) and ``backend_sync`` makes them durable with one synced wri
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import threading
 import time
 
 import plyvel
 from twisted.logger import Logger
 
 from stores.batching import BatchingAdapter, Catalogue
+from stores.guard import ReadGuard
 
 log = Logger()
 
@@ -51,7 +50,7 @@ class LevelDbAdapter(BatchingAdapter):
         self._db_options = {name: options.pop(name) for name in DB_OPTIONS if name in options}
         super().__init__(directory, **options)
         self._db = None
-        self._guard = _ReadGuard()  # pool-thread reads vs. close()
+        self._guard = ReadGuard()  # pool-thread reads vs. close()
         self._hwm = 0
 
     # -- open ------------------------------------------------------------------------------
@@ -178,44 +177,6 @@ class LevelDbAdapter(BatchingAdapter):
             db, self._db = self._db, None
             if db is not None:
                 db.close()
-
-
-class _ReadGuard:
-    """Many readers at a time, or one exclusive holder (close)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._exclusive = False
-
-    @contextlib.contextmanager
-    def shared(self):
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self):
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._exclusive = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def _raw(text: str) -> bytes:

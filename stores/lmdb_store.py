@@ -43,20 +43,19 @@ shrinks.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import struct
 import sys
-import threading
 import time
 
 import lmdb
 from twisted.logger import Logger
 
 from stores.batching import BatchingAdapter, Catalogue
+from stores.guard import ReadGuard
 
 log = Logger()
 
@@ -76,7 +75,7 @@ class LmdbAdapter(BatchingAdapter):
         self._map_size = options.pop("map_size", DEFAULT_MAP_SIZE)
         super().__init__(directory, **options)
         self._env = None
-        self._guard = _ReadGuard()  # pool-thread reads vs. set_mapsize() and close()
+        self._guard = ReadGuard()  # pool-thread reads vs. set_mapsize() and close()
         self._hwm = 0
         self._key_limit = 0  # longest store key or queue name kept as itself (bytes)
         self._db_messages = self._db_subs = self._db_queues = self._db_meta = None
@@ -267,44 +266,6 @@ class LmdbAdapter(BatchingAdapter):
             env, self._env = self._env, None
             if env is not None:
                 env.close()
-
-
-class _ReadGuard:
-    """Many readers at a time, or one exclusive holder (map resize, close)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._exclusive = False
-
-    @contextlib.contextmanager
-    def shared(self):
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self):
-        with self._cond:
-            while self._exclusive:
-                self._cond.wait()
-            self._exclusive = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def _text(raw) -> str:

@@ -1,6 +1,5 @@
 """Paging: a backlog larger than the window stays in the store until consumers drain it."""
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, task
 

@@ -23,7 +23,7 @@ from pybrokerd import __version__
 from pybrokerd.broker.core import BrokerError, Transaction
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
-from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, now_ms
+from pybrokerd.broker.message import DEFAULT_PRIORITY, Message
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import FrameError, FrameParser, Limits, serialize
@@ -68,7 +68,6 @@ class ProtocolError(Exception):
 
 
 class StompSession:
-    _ids = itertools.count(1)
 
     def __init__(self, broker, link, *, clock, id_generator, config: StompConfig | None = None):
         self.broker = broker
