@@ -49,7 +49,12 @@ class Options(usage.Options):
         ["lease-duration", None, 10.0, "seconds a lease is valid (--locker=lease)", float],
         ["config", None, None, "INI file with a [pybrokerd] section of these options"],
         ["max-redeliveries", None, None, "move a message to ActiveMQ.DLQ after N redeliveries "
-                                         "[default: no limit, as ActiveMQ over STOMP]", _positive_int],
+                                         "[default: no limit, as ActiveMQ over STOMP; 6 for "
+                                         "NACKs under --redelivery-delay]", _positive_int],
+        ["redelivery-delay", None, 0, "ms before a NACKed queue message is redelivered (0: "
+                                      "NACK sends it to the DLQ at once, as ActiveMQ without "
+                                      "its RedeliveryPlugin)", _positive_int],
+        ["redelivery-backoff", None, 1.0, "multiply the redelivery delay by this per attempt", float],
         ["page-size", None, 1000, "persistent messages of one destination held in memory; the "
                                   "rest stay in the store until consumers drain", int],
         ["heartbeat-grace", None, 1.5, "drop a client after its heart-beat interval times this", float],

@@ -79,7 +79,9 @@ class BrokerService(service.Service):
         self.broker = Broker(self.store, clock=self.reactor, name=opts["broker-name"],
                              prioritized=bool(opts["prioritized-messages"]),
                              max_redeliveries=opts["max-redeliveries"],
-                             page_size=opts["page-size"])
+                             page_size=opts["page-size"],
+                             redelivery_delay=opts["redelivery-delay"],
+                             redelivery_backoff=opts["redelivery-backoff"])
         await self.broker.start()
         # 3. the scheduler, on its own store of the same kind in --scheduler-dir
         from scheduler.scheduler import Scheduler

@@ -160,3 +160,31 @@ def test_job_pending_at_kill_fires_on_the_new_master(tmp_path):
     finally:
         a.kill()
         b.kill()
+
+
+def test_broker_side_redelivery_delay_with_backoff_then_dlq(tmp_path):
+    proc = BrokerProcess("--redelivery-delay=200", "--redelivery-backoff=2",
+                         "--max-redeliveries=2", directory=str(tmp_path)).start()
+    try:
+        c = RawStomp(proc.port)
+        c.connect()
+        dest = q()
+        c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client-individual"})
+        c.receipt("SEND", {"destination": dest, "persistent": "true"}, b"flaky")
+        m = c.recv_command("MESSAGE")
+        gaps = []
+        for attempt in range(2):
+            nacked = time.time()
+            c.receipt("NACK", {"id": m.headers["ack"]})
+            m = c.recv_command("MESSAGE", timeout=5)
+            gaps.append(time.time() - nacked)
+            assert m.body == b"flaky" and m.headers["redelivered"] == "true"
+        assert 0.19 <= gaps[0] < 0.35 and 0.39 <= gaps[1] < 0.6  # 200 ms, then 400 ms
+        c.receipt("NACK", {"id": m.headers["ack"]})  # the third strike: DLQ
+        assert c.maybe_recv(1.0) is None
+        dlq = RawStomp(proc.port)
+        dlq.connect()
+        dlq.receipt("SUBSCRIBE", {"destination": "/queue/ActiveMQ.DLQ", "id": "d"})
+        assert dlq.recv_command("MESSAGE").body == b"flaky"
+    finally:
+        proc.stop()

@@ -41,7 +41,8 @@ class Transaction:
 class Broker:
     def __init__(self, store, *, clock=None, prioritized: bool = False,
                  max_redeliveries: int | None = None, expiry_check_interval: float = 30.0,
-                 dlq_name: str = DLQ_NAME, name: str = "localhost", page_size: int = 1000):
+                 dlq_name: str = DLQ_NAME, name: str = "localhost", page_size: int = 1000,
+                 redelivery_delay: int = 0, redelivery_backoff: float = 1.0):
         if clock is None:
             from twisted.internet import reactor as clock
         self.store = store
@@ -49,6 +50,10 @@ class Broker:
         self.name = name
         self.prioritized = prioritized
         self.page_size = max(page_size, 1)
+        # broker-side redelivery (ActiveMQ's RedeliveryPlugin): a NACKed queue message comes
+        # back after a delay instead of going straight to the DLQ
+        self.redelivery_delay = redelivery_delay
+        self.redelivery_backoff = redelivery_backoff
         self.max_redeliveries = max_redeliveries
         self.dlq = Destination(QUEUE, dlq_name)
         self.queues: dict[Destination, MessageQueue] = {}
@@ -347,11 +352,30 @@ class Broker:
         """ActiveMQ's poison ack: straight to the DLQ (persistent) or dropped."""
         ops: list = []
         sources = set()
+        later = []
         for delivery in consumer.take(ack_ids):
             delivery.source.dequeue_count += 1
-            self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
+            self._poisoned(delivery.source, delivery.message, ops, later)
             sources.add(delivery.source)
-        return self._persist_then_wake(ops, sources)
+        d = self._persist_then_wake(ops, sources)
+        return defer.gatherResults([d] + later, consumeErrors=True) if later else d
+
+    def _poisoned(self, source: MessageQueue, message: Message, ops: list, later: list) -> None:
+        """A NACKed message: redelivered after a delay if that policy is on and the message
+        came from a queue with redeliveries left, else dead-lettered."""
+        limit = self.max_redeliveries if self.max_redeliveries is not None else 6
+        if (self.redelivery_delay > 0 and self.scheduler is not None
+                and source.destination.is_queue and message.redelivery_count < limit):
+            source.resident.discard(message.message_id)
+            if message.persistent and source.store is not None:
+                ops.append(("remove", source.store, message.message_id))
+            delay = int(self.redelivery_delay * self.redelivery_backoff ** message.redelivery_count)
+            again = message.copy(redelivery_count=message.redelivery_count + 1, seq=0)
+            again.properties["AMQ_SCHEDULED_DELAY"] = str(delay)
+            again.properties["redeliveryDelay"] = str(delay)
+            later.append(self.scheduler.schedule(again))
+            return
+        self._dead_letter(source, message, "Poison ack (NACK) from client", ops)
 
     def _dead_letter(self, source: MessageQueue, message: Message, cause: str, ops: list) -> None:
         source.resident.discard(message.message_id)
@@ -436,7 +460,7 @@ class Broker:
                 ops.extend(self._consumed_ops(delivery.source, delivery.message))
             else:
                 delivery.source.dequeue_count += 1
-                self._dead_letter(delivery.source, delivery.message, "Poison ack (NACK) from client", ops)
+                self._poisoned(delivery.source, delivery.message, ops, scheduled)
         d = self._persist_then_wake(ops, sources)
         if scheduled:
             return defer.gatherResults([d] + scheduled, consumeErrors=True)
