@@ -105,3 +105,11 @@ def test_zero_heart_beat_means_none():
     assert not link.closed
     frames = link.frames()
     assert len(link.data) == sum(len(serialize(f.command, f.headers, f.body)) for f in frames)
+
+
+def test_session_provides_the_consumer_interface():
+    from zope.interface.verify import verifyObject
+
+    from pybrokerd.broker.interfaces import IConsumerSession
+    _, _, session = make_session()
+    assert verifyObject(IConsumerSession, session)

@@ -36,9 +36,7 @@ class Delivery:
 class Consumer:
     """The broker's side of one protocol subscription.
 
-    `session` is the protocol session that owns it: it must provide ``deliver(consumer, message,
-    ack_id)``, ``writable`` (False while the connection's send buffer is full), and
-    ``next_ack_id()``.
+    `session` is the protocol session that owns it (an IConsumerSession).
     """
 
     def __init__(self, session, subscription_id: str, destinations: list[Destination], *,

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from pybrokerd import __version__
 from pybrokerd.broker.core import BrokerError, Transaction
+from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
 from pybrokerd.broker.message import DEFAULT_PRIORITY, Message
@@ -67,6 +69,7 @@ class ProtocolError(Exception):
         self.fatal = fatal
 
 
+@implementer(IConsumerSession)
 class StompSession:
 
     def __init__(self, broker, link, *, clock, id_generator, config: StompConfig | None = None):

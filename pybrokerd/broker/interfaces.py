@@ -1,0 +1,19 @@
+"""What the broker core needs from a protocol session that consumes messages."""
+
+from zope.interface import Attribute, Interface
+
+
+class IConsumerSession(Interface):
+    """Implemented by every protocol's session (STOMP now; AMQP and OpenWire later).
+
+    The broker's Consumer objects (one per subscription) call these; nothing else about the
+    protocol reaches the core.
+    """
+
+    writable = Attribute("False while the connection's send buffer is full: no deliveries then")
+
+    def next_ack_id():
+        """A new delivery tag, unique on this connection."""
+
+    def deliver(consumer, message, ack_id):
+        """Send one message to the client for `consumer` (ack_id is None for a browser)."""
