@@ -70,6 +70,12 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self):
+        parent = getattr(self, "parent", None)
+        if parent is not None and parent.get("nodaemon") and parent.get("pidfile") == "twistd.pid":
+            # In the foreground a pid file serves nobody, and twistd's default one would stop a
+            # second broker started from the same directory (a master/slave pair on one host).
+            # An explicit --pidfile is kept.
+            parent["pidfile"] = ""
         if self["config"]:
             self._apply_config(self["config"])
         for key, what in NOT_YET.items():

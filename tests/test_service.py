@@ -115,3 +115,23 @@ def test_sigterm_stops_promptly(tmp_path):
     assert proc.proc.returncode in (0, -15)  # twistd exits by re-raising SIGTERM
     assert "pybrokerd stopped" in proc.log()
     assert os.path.isdir(tmp_path / "store")
+
+
+def test_foreground_brokers_need_no_pidfile_option(tmp_path):
+    """`twistd -n pybrokerd` twice in one directory: no twistd.pid gets in the way."""
+    procs = []
+    try:
+        for name in ("a", "b"):
+            procs.append(subprocess.Popen(
+                [TWISTD, "-n", "--logfile=%s.log" % name, "pybrokerd", "--dir=shared",
+                 "--broker-name=%s" % name, "--stomp=tcp:0:interface=127.0.0.1"],
+                cwd=str(tmp_path)))
+        log_b = tmp_path / "b.log"
+        from support import wait_until
+        assert wait_until(lambda: log_b.exists() and "slave: waiting" in log_b.read_text(), 20)
+        assert not (tmp_path / "twistd.pid").exists()
+        assert all(p.poll() is None for p in procs)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
