@@ -132,7 +132,7 @@ def test_jobs_survive_kill_9_and_fire_on_time(tmp_path, store):
         assert c.recv_command("MESSAGE").body == b"overdue"
         m = c.recv_command("MESSAGE", timeout=6)
         assert m.body == b"on-time"
-        assert 3.9 <= time.time() - sent < 4.3
+        assert 3.9 <= time.time() - sent < 4.6  # not early; late only by a loaded machine
         assert c.maybe_recv(0.5) is None  # none fired twice
     finally:
         proc.kill()
