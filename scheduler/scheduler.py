@@ -150,19 +150,28 @@ class JobStore:
                                          ("add", self.store, stored)])
 
     def message(self, job_id):
-        d = self.store.get(job_id)
+        return self.messages([job_id]).addCallback(lambda found: found.get(job_id))
 
-        def strip(stored):
-            if stored is not None:
-                stored.properties.pop(_JOB, None)
-            return stored
-        return d.addCallback(strip)
+    def messages(self, job_ids):
+        """-> Deferred firing with {job id: Message} for those still stored, read in one go."""
+        d = self.store.get_many(job_ids)
+        return d.addCallback(lambda messages: {m.message_id: _without_state(m) for m in messages})
 
     def remove(self, job_id):
         return self.store.remove(job_id)
 
     def count(self):
         return self.store.count()
+
+
+def _without_state(stored):
+    stored = stored.copy()
+    stored.properties.pop(_JOB, None)
+    return stored
+
+
+HOT_WINDOW = 60000   # ms: a job due this soon keeps its message in memory
+HOT_LIMIT = 100000   # at most this many such messages
 
 
 class Scheduler:
@@ -174,8 +183,8 @@ class Scheduler:
         self.clock = clock
         self.jobs_store = JobStore(adapter)
         self.jobs: dict[str, Job] = {}
-        self._heap: list[tuple[int, int, str]] = []
-        self._tie = itertools.count()
+        self._heap: list[tuple[int, str]] = []
+        self._hot: dict[str, object] = {}  # job id -> message, for jobs due soon
         self._timer = None
         self._ids = itertools.count(1)
         self._prefix = "ID:scheduler-%d-%s" % (self.now(), os.urandom(2).hex())
@@ -217,18 +226,20 @@ class Scheduler:
                   created=now, message_id=message.message_id)
         message.scheduled_job_id = None
         d = self.jobs_store.schedule(job, message)
+        if first - now <= HOT_WINDOW and len(self._hot) < HOT_LIMIT:
+            self._hot[job_id] = message  # fires soon: no store read then
         self._add(job)
         self._arm()
         return d
 
     def _add(self, job: Job) -> None:
         self.jobs[job.job_id] = job
-        heapq.heappush(self._heap, (job.next_time, next(self._tie), job.job_id))
+        heapq.heappush(self._heap, (job.next_time, job.job_id))
 
     def _arm(self) -> None:
         if not self._running:
             return
-        while self._heap and self._heap[0][2] not in self.jobs:
+        while self._heap and self._heap[0][1] not in self.jobs:
             heapq.heappop(self._heap)  # removed jobs leave stale heap entries
         if not self._heap:
             return
@@ -242,16 +253,33 @@ class Scheduler:
     def _fire_due(self) -> None:
         self._timer = None
         now = self.now()
+        runs = []
         while self._heap and self._heap[0][0] <= now:
-            at, _, job_id = heapq.heappop(self._heap)
+            at, job_id = heapq.heappop(self._heap)
             job = self.jobs.get(job_id)
             if job is None or job.next_time != at:
                 continue  # removed or rescheduled
-            self._run(job, now)
+            runs.append(self._run(job, now))
         self._arm()
+        if not runs:
+            return
+        # the messages of every job due now, in one read (those due soon are in memory)
+        cold = [run[0].job_id for run in runs if run[0].job_id not in self._hot]
+        d = self.jobs_store.messages(cold) if cold else defer.succeed({})
+        d.addCallback(self._deliver_all, runs)
+        d.addErrback(lambda f: log.failure("firing scheduled jobs", f))
 
-    def _run(self, job: Job, now: int) -> None:
-        """Deliver one run of a job, then reschedule or forget it."""
+    def _deliver_all(self, found, runs):
+        for job, runs_before, repeating, spawn_series in runs:
+            stored = self._hot.get(job.job_id) or found.get(job.job_id)
+            if not repeating:
+                self._hot.pop(job.job_id, None)
+            d = self._deliver(stored, job, runs_before, repeating, spawn_series)
+            d.addErrback(lambda f, job=job: log.failure("firing scheduled job {job}", f,
+                                                        job=job.job_id))
+
+    def _run(self, job: Job, now: int):
+        """Advance a job that is due; its delivery follows once its message is at hand."""
         spawn_series = job.cron is not None and job.repeat != 0
         repeating = job.cron is not None or job.repeat != 0
         if spawn_series:
@@ -280,12 +308,10 @@ class Scheduler:
                 job.repeat -= 1
         job.runs += 1
         if repeating:
-            heapq.heappush(self._heap, (job.next_time, next(self._tie), job.job_id))
+            heapq.heappush(self._heap, (job.next_time, job.job_id))
         else:
             del self.jobs[job.job_id]
-        d = self.jobs_store.message(job.job_id)
-        d.addCallback(self._deliver, job, runs, repeating, spawn_series)
-        d.addErrback(lambda f: log.failure("firing scheduled job {job}", f, job=job.job_id))
+        return job, runs, repeating, spawn_series
 
     @defer.inlineCallbacks
     def _deliver(self, stored, job, runs, repeating, spawn_series):
@@ -327,6 +353,7 @@ class Scheduler:
                       key=lambda j: j.next_time)
 
     def remove(self, job_id) -> defer.Deferred:
+        self._hot.pop(job_id, None)
         if self.jobs.pop(job_id, None) is None:
             return defer.succeed(None)
         return self.jobs_store.remove(job_id)

@@ -104,10 +104,12 @@ class StoreView:
         return self.adapter._read_many(key, wanted)
 
     def get(self, message_id):
-        entry = self.entries.get(message_id)
-        if entry is None:
-            return defer.succeed(None)
-        return self.adapter._read_many(self.name, [(message_id, entry)]).addCallback(lambda ms: ms[0])
+        return self.get_many([message_id]).addCallback(lambda found: found[0] if found else None)
+
+    def get_many(self, message_ids):
+        """The stored messages among these ids, read in one go."""
+        wanted = [(i, self.entries[i]) for i in message_ids if i in self.entries]
+        return self.adapter._read_many(self.name, wanted)
 
     def count(self):
         return len(self.entries)

@@ -35,6 +35,9 @@ class IMessageStore(Interface):
     def get(message_id):
         """One stored message by id. -> Deferred firing with the Message or None."""
 
+    def get_many(message_ids):
+        """The stored messages among these ids, in one read. -> Deferred firing with a list."""
+
     def count():
         """Number of stored messages (int, no I/O)."""
 

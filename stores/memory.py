@@ -56,6 +56,9 @@ class MemoryMessageStore:
     def get(self, message_id):
         return defer.succeed(self._messages.get(message_id))
 
+    def get_many(self, message_ids):
+        return defer.succeed([self._messages[i] for i in message_ids if i in self._messages])
+
     def count(self):
         return len(self._messages)
 
