@@ -138,16 +138,18 @@ class JobStore:
             after = batch[-1].message_id
         return jobs
 
-    def schedule(self, job: Job, message):
+    def stored(self, job: Job, message):
+        """The form a job takes in the store: its message, with the schedule as a property."""
         stored = message.copy(message_id=job.job_id)
         stored.properties[_JOB] = json.dumps(job.state())
-        return self.store.add(stored)
+        return stored
+
+    def schedule(self, job: Job, message):
+        return self.store.add(self.stored(job, message))
 
     def update(self, job: Job, message):
-        stored = message.copy(message_id=job.job_id)
-        stored.properties[_JOB] = json.dumps(job.state())
         return self.adapter.transaction([("remove", self.store, job.job_id),
-                                         ("add", self.store, stored)])
+                                         ("add", self.store, self.stored(job, message))])
 
     def message(self, job_id):
         return self.messages([job_id]).addCallback(lambda found: found.get(job_id))
@@ -269,15 +271,6 @@ class Scheduler:
         d.addCallback(self._deliver_all, runs)
         d.addErrback(lambda f: log.failure("firing scheduled jobs", f))
 
-    def _deliver_all(self, found, runs):
-        for job, runs_before, repeating, spawn_series in runs:
-            stored = self._hot.get(job.job_id) or found.get(job.job_id)
-            if not repeating:
-                self._hot.pop(job.job_id, None)
-            d = self._deliver(stored, job, runs_before, repeating, spawn_series)
-            d.addErrback(lambda f, job=job: log.failure("firing scheduled job {job}", f,
-                                                        job=job.job_id))
-
     def _run(self, job: Job, now: int):
         """Advance a job that is due; its delivery follows once its message is at hand."""
         spawn_series = job.cron is not None and job.repeat != 0
@@ -313,33 +306,49 @@ class Scheduler:
             del self.jobs[job.job_id]
         return job, runs, repeating, spawn_series
 
-    @defer.inlineCallbacks
-    def _deliver(self, stored, job, runs, repeating, spawn_series):
-        if stored is None:
-            return
-        if not spawn_series:
-            message = stored.copy(scheduled_job_id=job.job_id, seq=0)
-            for name in SCHEDULING_HEADERS:
-                message.properties.pop(name, None)
-            message.properties[JOB_ID] = job.job_id
-            if repeating or runs > 0 or not job.message_id:
-                message.message_id = "%s:run:%d" % (job.job_id, runs + 1)
-            else:
-                message.message_id = job.message_id
-            if stored.expires:
-                message.expires = stored.expires + (self.now() - stored.timestamp)
-            message.timestamp = self.now()
-            try:
-                yield self.broker.send(message)
-            except Exception as e:
-                log.warn("scheduled job {job} could not be delivered: {error}",
-                         job=job.job_id, error=e)
-        # the delivery is durable: only now advance (or drop) the stored job, so a crash in
-        # between repeats this run rather than losing it
-        if job.job_id in self.jobs:
-            yield self.jobs_store.update(job, stored)
+    def _deliver_all(self, found, runs):
+        """Send every due run, then, once the deliveries are durable, advance or drop all of
+        their jobs in one store transaction (a crash in between repeats a run, never loses
+        one)."""
+        sends, after = [], []
+        for job, runs_before, repeating, spawn_series in runs:
+            stored = self._hot.get(job.job_id) or found.get(job.job_id)
+            if not repeating:
+                self._hot.pop(job.job_id, None)
+            if stored is None:
+                continue
+            if not spawn_series:
+                sends.append(self._send_run(stored, job, runs_before, repeating))
+            after.append((job, stored))
+        d = defer.DeferredList(sends, consumeErrors=True)
+        d.addCallback(lambda _: self._advance(after))
+        d.addErrback(lambda f: log.failure("advancing scheduled jobs", f))
+
+    def _send_run(self, stored, job, runs_before, repeating):
+        message = stored.copy(scheduled_job_id=job.job_id, seq=0)
+        for name in SCHEDULING_HEADERS:
+            message.properties.pop(name, None)
+        message.properties[JOB_ID] = job.job_id
+        if repeating or runs_before > 0 or not job.message_id:
+            message.message_id = "%s:run:%d" % (job.job_id, runs_before + 1)
         else:
-            yield self.jobs_store.remove(job.job_id)
+            message.message_id = job.message_id
+        now = self.now()
+        if stored.expires:
+            message.expires = stored.expires + (now - stored.timestamp)
+        message.timestamp = now
+        d = self.broker.send(message)
+        d.addErrback(lambda f: log.warn("scheduled job {job} could not be delivered: {error}",
+                                        job=job.job_id, error=f.getErrorMessage()))
+        return d
+
+    def _advance(self, done):
+        ops = []
+        for job, stored in done:
+            ops.append(("remove", self.jobs_store.store, job.job_id))
+            if job.job_id in self.jobs:
+                ops.append(("add", self.jobs_store.store, self.jobs_store.stored(job, stored)))
+        return self.adapter.transaction(ops) if ops else None
 
     # -- management ----------------------------------------------------------------------
     def _window(self, props):
