@@ -217,9 +217,10 @@ def test_unacked_messages_come_back_redelivered_after_a_crash(tmp_path, store):
         c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client",
                                 "activemq.prefetchSize": "1"})
         assert c.recv_command("MESSAGE").body == b"seen"
-        c.send("DISCONNECT", {"receipt": "x"})  # not acked; the receipt flushes the store
-        c.recv_command("RECEIPT")
-        proc = restart(proc)
+        # the delivery is remembered by a store write right behind the dispatch; the store
+        # writes in order, so once a later persistent send is receipted, that write is on disk
+        c.receipt("SEND", {"destination": "/queue/" + unique(), "persistent": "true"}, b"sync")
+        proc = restart(proc)  # kill -9 with "seen" delivered and unacked
         c = client(proc)
         c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
         first, second = c.recv_command("MESSAGE"), c.recv_command("MESSAGE")
