@@ -1,0 +1,1 @@
+"""Client-side helpers (broker URLs for the future STOMP failover client)."""
