@@ -12,7 +12,7 @@ def connected(broker, **headers):
 
 
 @pytest.mark.parametrize("accept,expected", [
-    ("1.0,1.1,1.2", "1.2"), ("1.1", "1.1"), ("1.0", None), ("1.1,1.9", "1.1"), ("1.2,1.0", "1.2")])
+    ("1.0,1.1,1.2", "1.2"), ("1.1", "1.1"), ("1.0", "1.0"), ("1.1,1.9", "1.1"), ("1.2,1.0", "1.2")])
 def test_version_negotiation(broker, accept, expected):
     c, frame = connected(broker, **{"accept-version": accept, "host": "localhost"})
     assert frame.command == "CONNECTED"
@@ -25,7 +25,7 @@ def test_version_negotiation(broker, accept, expected):
 def test_no_accept_version_is_stomp_1_0(broker):
     c, frame = connected(broker)
     assert frame.command == "CONNECTED"
-    assert "version" not in frame.headers
+    assert frame.headers["version"] == "1.0"  # ActiveMQ names it even on 1.0
     c.close()
 
 
@@ -47,6 +47,9 @@ def test_connect_receipt_and_request_id(broker):
     c, frame = connected(broker, **{"accept-version": "1.2", "receipt": "c-1", "request-id": "q-1"})
     assert frame.headers["receipt-id"] == "c-1"
     assert frame.headers["response-id"] == "q-1"
+    c.close()
+    c, frame = connected(broker, **{"accept-version": "1.2", "receipt": "c-2"})
+    assert frame.headers["receipt-id"] == frame.headers["response-id"] == "c-2"  # as ActiveMQ
     c.close()
 
 

@@ -436,3 +436,37 @@ def test_group_seq_minus_one_closes_the_group(raw):
     p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g3-new-owner")
     assert bodies(a, 2) == [b"g1", b"g2-last"]
     assert bodies(b, 1) == [b"g3-new-owner"]
+
+
+def test_receipt_comes_before_the_messages_its_frame_dispatches(raw):
+    """As ActiveMQ: a COMMIT's (or own SEND's, or ACK's) RECEIPT, then the MESSAGEs it causes."""
+    dest = q()
+    c = raw()
+    sub(c, dest, ack="client-individual", **{"activemq.prefetchSize": "1"})
+    c.send("BEGIN", {"transaction": "t"})
+    c.send("SEND", {"destination": dest, "transaction": "t"}, b"1")
+    c.send("SEND", {"destination": dest, "transaction": "t"}, b"2")
+    c.send("COMMIT", {"transaction": "t", "receipt": "commit"})
+    assert c.recv().command == "RECEIPT"
+    m = c.recv_command("MESSAGE")
+    c.send("ACK", {"id": m.headers["ack"], "receipt": "ack"})
+    assert c.recv().headers.get("receipt-id") == "ack"
+    assert c.recv_command("MESSAGE").body == b"2"
+
+
+def test_group_headers_are_not_echoed(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest)
+    raw().receipt("SEND", {"destination": dest, "JMSXGroupID": "g", "JMSXGroupSeq": "3"}, b"x")
+    h = c.recv_command("MESSAGE").headers
+    assert "JMSXGroupID" not in h and "JMSXGroupSeq" not in h  # as ActiveMQ
+
+
+def test_stomp_1_0_subscription_without_id_has_no_subscription_header(raw):
+    dest = q()
+    c = raw(version="1.0")
+    c.send("SUBSCRIBE", {"destination": dest, "receipt": "s"})
+    c.recv_command("RECEIPT")
+    raw().receipt("SEND", {"destination": dest}, b"x")
+    assert "subscription" not in c.recv_command("MESSAGE").headers

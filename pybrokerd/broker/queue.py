@@ -59,6 +59,7 @@ class Consumer:
         self.tx_acked = 0
         self.sources: list[MessageQueue] = []
         self.closed = False
+        self.implicit_id = False  # STOMP 1.0 SUBSCRIBE without an id
 
     def has_credit(self) -> bool:
         if self.closed or not self.session.writable:

@@ -44,6 +44,9 @@ _NOT_PROPERTIES = frozenset((
     "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
     "correlation-id", "reply-to", "type", "amq-msg-type"))
 
+# ActiveMQ keeps message groups to itself: these are not echoed on MESSAGE frames.
+_NOT_ECHOED = frozenset(("JMSXGroupID", "JMSXGroupSeq"))
+
 _PREFIX_OF = {QUEUE: "/queue/", TOPIC: "/topic/", TEMP_QUEUE: "/temp-queue/", TEMP_TOPIC: "/temp-topic/"}
 _TEMP_PREFIXES = {"/temp-queue/": TEMP_QUEUE, "/temp-topic/": TEMP_TOPIC}
 _KIND_OF_PREFIX = {"/queue/": QUEUE, "/topic/": TOPIC, "/remote-temp-queue/": TEMP_QUEUE,
@@ -91,6 +94,7 @@ class StompSession:
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
         self._ack_seq = itertools.count(1)
+        self._held = None  # MESSAGE frames waiting for the current frame's answer
         self._receipts: collections.deque = collections.deque()
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
@@ -115,6 +119,19 @@ class StompSession:
             self._handle(frame)
 
     def _handle(self, frame) -> None:
+        # Messages this frame makes the broker dispatch to this same connection go out after
+        # the frame's own answer (its RECEIPT), as with ActiveMQ's asynchronous dispatch: a
+        # client that waits for the RECEIPT of a COMMIT, an ACK or a SEND to its own
+        # subscription, then reads its messages, sees them in that order.
+        self._held = []
+        try:
+            self._dispatch_frame(frame)
+        finally:
+            held, self._held = self._held, None
+            for data in held:
+                self._send(data)
+
+    def _dispatch_frame(self, frame) -> None:
         command = frame.command
         receipt = frame.headers.get("receipt")
         try:
@@ -156,9 +173,10 @@ class StompSession:
         if "request-id" in headers:
             reply["response-id"] = headers["request-id"]
         if receipt is not None:
+            # ActiveMQ answers a CONNECT receipt in both headers
+            reply.setdefault("response-id", receipt)
             reply["receipt-id"] = receipt
-        if self.version != "1.0":
-            reply["version"] = self.version
+        reply["version"] = self.version  # ActiveMQ sends it on 1.0 too
         self._write("CONNECTED", reply)
         self._start_heartbeats(cx, cy)
 
@@ -292,7 +310,8 @@ class StompSession:
         h = frame.headers
         destinations = self._destinations(h.get("destination"), "SUBSCRIBE")
         sub_id = h.get("id")
-        if sub_id is None:
+        implicit_id = sub_id is None
+        if implicit_id:
             if self.version != "1.0":
                 raise ProtocolError("SUBSCRIBE received without a subscription id!")
             sub_id = h["destination"]
@@ -322,6 +341,7 @@ class StompSession:
             exclusive=h.get("activemq.exclusive", "").lower() == "true",
             durable_name=durable_name, client_id=self.client_id or self.connection_id,
             no_local=h.get("activemq.noLocal", "").lower() == "true")
+        consumer.implicit_id = implicit_id
         # As ActiveMQ: with a receipt, the RECEIPT goes out before the first MESSAGE.
         consumer.closed = True
         self.broker.subscribe(consumer)
@@ -345,8 +365,10 @@ class StompSession:
         def send(messages):
             for message in messages:
                 self.deliver(browser, message, None)
-            self._write("MESSAGE", {"subscription": sub_id, "message-id": "0", "browser": "end",
-                                    "destination": h_join(self, destinations)})
+            self._emit(serialize("MESSAGE", {"subscription": sub_id, "message-id": "0",
+                                             "browser": "end",
+                                             "destination": h_join(self, destinations)},
+                                 b"", self.version))
         found.addCallback(send)
         found.addErrback(lambda f: self._error("Browsing failed: %s" % f.getErrorMessage()))
 
@@ -485,16 +507,29 @@ class StompSession:
         if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
             h["ack"] = ack_id
         for k, v in message.properties.items():
-            h.setdefault(k, v)
+            if k not in _NOT_ECHOED:
+                h.setdefault(k, v)
         if message.is_bytes or b"\x00" in message.body:
             h["content-length"] = str(len(message.body))
-        self._write("MESSAGE", h, message.body)
+        if consumer.implicit_id:
+            del h["subscription"]  # ActiveMQ: a 1.0 SUBSCRIBE without id gets none back
+        self._emit(serialize("MESSAGE", h, message.body, self.version))
+
+    def _emit(self, data: bytes) -> None:
+        """A MESSAGE frame: held back while this connection's own frame is being answered."""
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self._send(data)
 
     def _write(self, command: str, headers, body: bytes = b"") -> None:
+        self._send(serialize(command, headers, body, self.version))
+
+    def _send(self, data: bytes) -> None:
         if self.closing:
             return
         self._last_write = self.clock.seconds()
-        self.link.write(serialize(command, headers, body, self.version))
+        self.link.write(data)
 
     def _error(self, text: str, receipt: str | None = None, fatal: bool = False) -> None:
         headers = {"content-type": "text/plain"}
