@@ -52,12 +52,14 @@ class ScheduleError(ValueError):
 
 def is_scheduled(message) -> bool:
     props = message.properties
-    return message.scheduled_job_id is None and (
+    return bool(props) and message.scheduled_job_id is None and (
         DELAY in props or PERIOD in props or CRON in props)
 
 
 def is_management(destination: Destination) -> bool:
-    return destination.name.lower().startswith(MANAGEMENT)
+    # on every send: look at the first letter before lower-casing the whole name
+    name = destination.name
+    return name[:1] in "aA" and name.lower().startswith(MANAGEMENT)
 
 
 def _number(props, name, minimum=0):

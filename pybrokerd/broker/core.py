@@ -19,6 +19,7 @@ from pybrokerd.broker.destination import (
 from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
+from scheduler.scheduler import is_management, is_scheduled
 
 log = Logger()
 
@@ -165,7 +166,6 @@ class Broker:
         message, else None."""
         if self.scheduler is None:
             return None
-        from scheduler.scheduler import is_management, is_scheduled
         if is_management(message.destination):
             return self.scheduler.manage(message)
         if is_scheduled(message):
