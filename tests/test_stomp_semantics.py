@@ -43,9 +43,12 @@ def test_topic_fans_out_to_every_subscriber(raw):
 
 def test_non_durable_topic_keeps_nothing(raw):
     dest = t()
-    raw().receipt("SEND", {"destination": dest, "persistent": "true"}, b"lost")
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"lost")
     c = raw()
     sub(c, dest)
+    p.receipt("SEND", {"destination": dest}, b"live")
+    assert bodies(c, 1) == [b"live"]  # the subscription works, and "lost" was not kept
     nothing_more(c)
 
 
@@ -420,8 +423,10 @@ def test_message_expiring_while_queued(raw):
     p.receipt("SEND", {"destination": dest, "expires": str(expires)}, b"x")
     while time.time() * 1000 <= expires:  # the condition is the wall clock itself
         time.sleep(0.05)
+    p.receipt("SEND", {"destination": dest}, b"fresh")
     c = raw()
     sub(c, dest)
+    assert bodies(c, 1) == [b"fresh"]  # the expired one before it was skipped
     nothing_more(c)
 
 

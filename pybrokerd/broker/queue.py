@@ -395,21 +395,20 @@ class MessageQueue:
             owner = self.groups.get(group)
             if owner is not None and owner in self.consumers:
                 return owner if owner in candidates and self._accepts(owner, message) else None
-        n = len(self.consumers)
+        # round robin: the first consumer after the last one served that has room and whose
+        # selector takes the message (selectors of later ones are not evaluated)
+        consumers = self.consumers
+        n = len(consumers)
         start = self._next_consumer % n if n else 0
-        best = None
-        best_pos = None
-        for c in candidates:
-            if not self._accepts(c, message):
-                continue
-            pos = (self.consumers.index(c) - start) % n
-            if best is None or pos < best_pos:
-                best, best_pos = c, pos
-        if best is not None:
-            self._next_consumer = self.consumers.index(best) + 1
-            if group is not None:
-                self.groups[group] = best
-        return best
+        for i in range(n):
+            position = (start + i) % n
+            c = consumers[position]
+            if c in candidates and self._accepts(c, message):
+                self._next_consumer = position + 1
+                if group is not None:
+                    self.groups[group] = c
+                return c
+        return None
 
     def _accepts(self, consumer: Consumer, message: Message) -> bool:
         return consumer.accepts(message)
