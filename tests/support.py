@@ -115,6 +115,33 @@ class BrokerProcess:
             self.proc.wait()
 
 
+def shared_dir_brokers(tmp_path, *args, n=2):
+    """n brokers (b0, b1, ...) on one shared store directory, each with its own port and
+    working directory; the keep-alive check is fast (0.2 s) so lock loss shows quickly."""
+    shared = str(tmp_path / "shared")
+    brokers = []
+    for i in range(n):
+        work = tmp_path / ("b%d" % i)
+        work.mkdir()
+        brokers.append(BrokerProcess("--broker-name=b%d" % i, "--lock-check=0.2", *args,
+                                     directory=str(work), port=free_port(), store_dir=shared))
+    return brokers
+
+
+def start_master_and_slaves(brokers):
+    """Start the first as master, then the others, each waiting as a slave."""
+    try:
+        brokers[0].start()
+        for b in brokers[1:]:
+            b.start(wait=False)
+            b.wait_for_log("slave: waiting")
+    except BaseException:
+        for b in brokers:
+            b.kill()
+        raise
+    return brokers
+
+
 class RawStomp:
     """A wire-level STOMP client over a plain socket."""
 

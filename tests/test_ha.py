@@ -7,21 +7,14 @@ import time
 
 import pytest
 
-from support import BrokerProcess, RawStomp, free_port, unique, wait_until
+from support import (RawStomp, shared_dir_brokers, start_master_and_slaves, unique,
+                     wait_until)
 
 
-def pair(tmp_path, *args, n=2):
-    shared = str(tmp_path / "shared")
-    return [BrokerProcess("--broker-name=b%d" % i, "--lock-check=0.2", *args,
-                          directory=str(tmp_path / ("b%d" % i)), port=free_port(), store_dir=shared)
-            for i in range(n)]
 
 
 def test_slave_waits_with_ports_closed_then_takes_over(tmp_path):
-    a, b = pair(tmp_path)
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     try:
         b.wait_for_log(r"slave: waiting for the lock on .*/shared/lock held by b0 \(pid %d"
                        % a.proc.pid)
@@ -43,12 +36,8 @@ def test_slave_waits_with_ports_closed_then_takes_over(tmp_path):
 
 
 def test_slave_stops_promptly_on_sigterm(tmp_path):
-    a, b = pair(tmp_path)
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     try:
-        b.wait_for_log("slave: waiting")
         started = time.monotonic()
         b.stop(timeout=5)
         assert time.monotonic() - started < 3
@@ -59,12 +48,8 @@ def test_slave_stops_promptly_on_sigterm(tmp_path):
 
 
 def test_clean_stop_hands_over_after_store_is_closed(tmp_path):
-    a, b = pair(tmp_path)
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     try:
-        b.wait_for_log("slave: waiting")
         c = RawStomp(a.port)
         c.connect()
         dest = "/queue/" + unique()
@@ -84,9 +69,7 @@ def test_clean_stop_hands_over_after_store_is_closed(tmp_path):
 
 @pytest.mark.parametrize("how", ["delete", "replace"])
 def test_master_that_loses_its_lock_file_stops(tmp_path, how):
-    (a,) = pair(tmp_path, n=1)
-    os.makedirs(a.dir)
-    a.start()
+    (a,) = start_master_and_slaves(shared_dir_brokers(tmp_path, n=1))
     try:
         lock = os.path.join(a.store_dir, "lock")
         if how == "delete":
@@ -103,13 +86,7 @@ def test_master_that_loses_its_lock_file_stops(tmp_path, how):
 
 
 def test_three_brokers_never_two_masters(tmp_path):
-    brokers = pair(tmp_path, n=3)
-    for b in brokers:
-        os.makedirs(b.dir)
-    brokers[0].start()
-    for b in brokers[1:]:
-        b.start(wait=False)
-        b.wait_for_log("slave: waiting")
+    brokers = start_master_and_slaves(shared_dir_brokers(tmp_path, n=3))
     masters_seen = []
     stop = threading.Event()
 
@@ -171,12 +148,7 @@ class FailoverClient:
 
 @pytest.mark.parametrize("store", ["kahadb", "leveldb", "lmdb"])
 def test_no_receipted_message_lost_across_five_failovers(tmp_path, store):
-    brokers = pair(tmp_path, "--store=%s" % store)
-    for b in brokers:
-        os.makedirs(b.dir)
-    brokers[0].start()
-    brokers[1].start(wait=False)
-    brokers[1].wait_for_log("slave: waiting")
+    brokers = start_master_and_slaves(shared_dir_brokers(tmp_path, "--store=%s" % store))
     ports = [b.fixed_port for b in brokers]
     dest = "/queue/" + unique()
     receipted, received = [], []
@@ -251,10 +223,7 @@ def test_no_receipted_message_lost_across_five_failovers(tmp_path, store):
 
 
 def test_lease_locker_takeover_after_expiry(tmp_path):
-    a, b = pair(tmp_path, "--locker=lease", "--lease-duration=2", "--lock-retry=0.05")
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path, "--locker=lease", "--lease-duration=2", "--lock-retry=0.05"))
     try:
         b.wait_for_log("slave: waiting for the lease")
         with open(os.path.join(a.store_dir, "lease")) as f:
@@ -268,9 +237,7 @@ def test_lease_locker_takeover_after_expiry(tmp_path):
 
 
 def test_lease_master_that_cannot_renew_stops_before_expiry(tmp_path):
-    (a,) = pair(tmp_path, "--locker=lease", "--lease-duration=3", "--lock-retry=0.05", n=1)
-    os.makedirs(a.dir)
-    a.start()
+    (a,) = start_master_and_slaves(shared_dir_brokers(tmp_path, "--locker=lease", "--lease-duration=3", "--lock-retry=0.05", n=1))
     try:
         lease = os.path.join(a.store_dir, "lease")
         with open(lease) as f:
@@ -288,11 +255,7 @@ def test_lease_master_that_cannot_renew_stops_before_expiry(tmp_path):
 def test_stomp_py_host_list_follows_the_master(tmp_path):
     import stomp
 
-    a, b = pair(tmp_path)
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
-    b.wait_for_log("slave: waiting")
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     dest = "/queue/" + unique()
     received = []
     reconnected = threading.Event()

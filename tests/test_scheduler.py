@@ -1,11 +1,11 @@
 """Scheduled messages over STOMP against real brokers: timing, management, restarts, failover."""
 
-import os
 import time
 
 import pytest
 
-from support import BrokerProcess, RawStomp, free_port, unique, wait_until
+from support import (BrokerProcess, RawStomp, free_port, shared_dir_brokers,
+                     start_master_and_slaves, unique, wait_until)
 
 
 def q():
@@ -139,14 +139,8 @@ def test_jobs_survive_kill_9_and_fire_on_time(tmp_path, store):
 
 
 def test_job_pending_at_kill_fires_on_the_new_master(tmp_path):
-    shared = str(tmp_path / "shared")
-    a, b = (BrokerProcess("--broker-name=%s" % n, directory=str(tmp_path / n), port=free_port(),
-                          store_dir=shared) for n in "ab")
-    os.makedirs(a.dir), os.makedirs(b.dir)
-    a.start()
-    b.start(wait=False)
+    a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     try:
-        b.wait_for_log("slave: waiting")
         c = RawStomp(a.port)
         c.connect()
         dest = q()
