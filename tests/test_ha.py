@@ -11,8 +11,6 @@ from support import (RawStomp, shared_dir_brokers, start_master_and_slaves, uniq
                      wait_until)
 
 
-
-
 def test_slave_waits_with_ports_closed_then_takes_over(tmp_path):
     a, b = start_master_and_slaves(shared_dir_brokers(tmp_path))
     try:
