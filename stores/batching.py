@@ -43,6 +43,7 @@ class Catalogue:
         self.messages: dict[str, list[tuple[str, object]]] = collections.defaultdict(list)
         self.subscriptions: dict[str, dict] = {}
         self.queues: set[str] = set()
+        self.producers: dict[str, list] = {}  # producer id -> [sequence, unix time]
         self.next_seq = 1  # one more than the highest add sequence stored
 
 
@@ -146,6 +147,7 @@ class BatchingAdapter:
         self._views: dict[str, StoreView] = {}
         self._subscriptions: dict[str, dict] = {}
         self._queues: set[str] = set()
+        self._producers: dict[str, tuple] = {}
         self._pending: list[_Pending] = []
         self._cond = threading.Condition()
         self._thread = None
@@ -163,7 +165,7 @@ class BatchingAdapter:
     def backend_apply(self, ops: list) -> None:
         """Apply [("add", key, id, data, seq, body_size) | ("remove", key, id, seq) |
         ("sub", key, info) | ("unsub", key) | ("queue", name) | ("drop", name) |
-        ("checkpoint",)] atomically.  `seq` orders the adds (it only grows); a remove
+        ("producer", producer_id, [sequence, time] or None) | ("checkpoint",)] atomically.  `seq` orders the adds (it only grows); a remove
         carries its add's seq."""
         raise NotImplementedError
 
@@ -197,6 +199,7 @@ class BatchingAdapter:
         self._next_seq = catalogue.next_seq
         self._subscriptions = dict(catalogue.subscriptions)
         self._queues = set(catalogue.queues)
+        self._producers = {k: tuple(v) for k, v in catalogue.producers.items()}
         self._thread = threading.Thread(target=self._writer, name="pybrokerd-store-writer",
                                         daemon=True)
         self._thread.start()
@@ -257,10 +260,21 @@ class BatchingAdapter:
         self._views.pop("queue:" + name, None)
         return self._submit([("drop", name)])
 
+    def producers(self):
+        return dict(self._producers)
+
     def transaction(self, operations):
         ops = []
         for op, view, arg in operations:
-            if op == "add":
+            if op == "producer":
+                producer_id, sequence = arg
+                if sequence is None:
+                    if self._producers.pop(producer_id, None) is not None:
+                        ops.append(("producer", producer_id, None))
+                else:
+                    value = self._producers[producer_id] = (sequence, int(time.time()))
+                    ops.append(("producer", producer_id, list(value)))
+            elif op == "add":
                 if arg.message_id in view.entries:
                     continue  # already stored (a duplicate add is a no-op)
                 entry = Unwritten(arg, self._next_seq)
@@ -362,6 +376,7 @@ class BatchingAdapter:
         """Backend operations for a batch, with adds cancelled by removes in the same batch."""
         added = {}
         rewrites = {}
+        producers = {}
         ops = []
         for pending in batch:
             for op in pending.ops:
@@ -387,6 +402,12 @@ class BatchingAdapter:
                         continue
                     seq = entry.seq if isinstance(entry, Unwritten) else entry >> 32
                     ops.append(("remove", view.name, message_id, seq))
+                elif kind == "producer":
+                    index = producers.get(op[1])
+                    if index is not None:
+                        ops[index] = None  # only the latest sequence of a producer matters
+                    producers[op[1]] = len(ops)
+                    ops.append(op)
                 else:
                     ops.append(op)
         return [op for op in ops if op is not None]

@@ -76,8 +76,15 @@ class IPersistenceAdapter(Interface):
         """Drop a queue and all of its messages. -> Deferred."""
 
     def transaction(operations):
-        """Apply [('add', store, message) | ('remove', store, message_id)] atomically.
+        """Apply [('add', store, message) | ('remove', store, message_id) |
+        ('producer', None, (producer_id, sequence))] atomically.  A 'producer' operation
+        records the highest sequence number seen from a producer (duplicate suppression
+        across failover); (producer_id, None) forgets it.
         -> Deferred firing when the whole batch is durable."""
+
+    def producers():
+        """The recorded producer sequences: {producer_id: (sequence, unix time recorded)}
+        (no I/O after open)."""
 
     def checkpoint():
         """Make recovery start from here. -> Deferred."""

@@ -43,7 +43,7 @@ BATCH_HEAD = struct.Struct(">4sII")
 BATCH_MAGIC = b"PBJB"
 BATCH_END = b"PBJE"
 RECORD = struct.Struct(">BHHQI")
-ADD, REMOVE, SUB, UNSUB, QUEUE, DROP = 1, 2, 3, 4, 5, 6
+ADD, REMOVE, SUB, UNSUB, QUEUE, DROP, PRODUCER = 1, 2, 3, 4, 5, 6, 7
 SEGMENT = re.compile(r"^db-(\d+)\.log$")
 CHECKPOINT_VERSION = 1
 
@@ -76,6 +76,7 @@ class JournalAdapter(BatchingAdapter):
         self._index: dict[str, dict[str, int]] = {}
         self._subs: dict[str, dict] = {}
         self._queue_names: set[str] = set()
+        self._producers: dict[str, list] = {}
         self._segments: list[int] = []
         self._read_fds: dict[int, int] = {}
         self._fd = None
@@ -130,6 +131,7 @@ class JournalAdapter(BatchingAdapter):
             catalogue.messages[key] = [(mid, v >> 96, v & _MASK32) for mid, v in ordered]
         catalogue.subscriptions = {k: v for k, v in self._subs.items()}
         catalogue.queues = set(self._queue_names)
+        catalogue.producers = dict(self._producers)
         log.info("journal {dir}: recovered {messages} messages in {seconds:.2f}s "
                  "({batches} batches replayed after the checkpoint)", dir=self.directory,
                  messages=sum(len(e) for e in self._index.values()),
@@ -157,6 +159,7 @@ class JournalAdapter(BatchingAdapter):
         self._index = state["index"]
         self._subs = state["subscriptions"]
         self._queue_names = set(state["queues"])
+        self._producers = state.get("producers", {})
         self._ckpt_pos = tuple(state["position"])
         return state["next_seq"]
 
@@ -229,6 +232,11 @@ class JournalAdapter(BatchingAdapter):
             elif kind == DROP:
                 self._queue_names.discard(key)
                 index.pop("queue:" + key, None)
+            elif kind == PRODUCER:
+                if dlen:
+                    self._producers[key] = json.loads(bytes(view[pos:pos + dlen]))
+                else:
+                    self._producers.pop(key, None)
             pos += dlen
         return top
 
@@ -252,6 +260,9 @@ class JournalAdapter(BatchingAdapter):
                 record = self._record(QUEUE, op[1], "", 0, b"")
             elif kind == "drop":
                 record = self._record(DROP, op[1], "", 0, b"")
+            elif kind == "producer":
+                record = self._record(PRODUCER, op[1], "", 0,
+                                      b"" if op[2] is None else json.dumps(op[2]).encode())
             elif kind == "checkpoint":
                 self._dirty = True
                 self._since_ckpt = self.checkpoint_bytes  # force one at the next maintenance
@@ -293,6 +304,11 @@ class JournalAdapter(BatchingAdapter):
                 elif kind == "drop":
                     self._queue_names.discard(op[1])
                     index.pop("queue:" + op[1], None)
+                elif kind == "producer":
+                    if op[2] is None:
+                        self._producers.pop(op[1], None)
+                    else:
+                        self._producers[op[1]] = op[2]
             self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
             for key, message_id, seq, at, length in adds:
                 index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length)
@@ -343,7 +359,7 @@ class JournalAdapter(BatchingAdapter):
         with self._lock:
             state = {"version": CHECKPOINT_VERSION, "position": (self._current, self._size),
                      "index": self._index, "subscriptions": self._subs,
-                     "queues": sorted(self._queue_names), "next_seq": self._max_seq + 1}
+                     "producers": self._producers, "queues": sorted(self._queue_names), "next_seq": self._max_seq + 1}
             data = marshal.dumps(state)
         path = os.path.join(self.directory, "checkpoint")
         tmp = path + ".tmp"

@@ -36,7 +36,7 @@ log = Logger()
 FORMAT_VERSION = b"1"
 SEQ = struct.Struct(">Q")
 VALUE_HEAD = struct.Struct(">II")  # message id length, body size
-MESSAGE, SUBSCRIPTION, QUEUE = b"m:", b"s:", b"q:"
+MESSAGE, SUBSCRIPTION, QUEUE, PRODUCER = b"m:", b"s:", b"q:", b"p:"
 META_VERSION, META_HWM = b"meta:version", b"meta:hwm"
 # plyvel.DB keyword arguments a caller may pass through (e.g. write_buffer_size=16 << 20)
 DB_OPTIONS = ("write_buffer_size", "max_open_files", "lru_cache_size", "block_size",
@@ -85,6 +85,8 @@ class LevelDbAdapter(BatchingAdapter):
                     count += 1
                 for k, v in snapshot.iterator(prefix=SUBSCRIPTION):
                     catalogue.subscriptions[_text(k[len(SUBSCRIPTION):])] = json.loads(v)
+                for k, v in snapshot.iterator(prefix=PRODUCER):
+                    catalogue.producers[_text(k[len(PRODUCER):])] = json.loads(v)
                 for k in snapshot.iterator(prefix=QUEUE, include_value=False):
                     catalogue.queues.add(_text(k[len(QUEUE):]))
         except BaseException:
@@ -120,6 +122,11 @@ class LevelDbAdapter(BatchingAdapter):
             elif kind == "unsub":
                 batch.delete(SUBSCRIPTION + _raw(op[1]))
                 self._delete_messages(batch, op[1], put_here)
+            elif kind == "producer":
+                if op[2] is None:
+                    batch.delete(PRODUCER + _raw(op[1]))
+                else:
+                    batch.put(PRODUCER + _raw(op[1]), json.dumps(op[2]).encode())
             elif kind == "queue":
                 batch.put(QUEUE + _raw(op[1]), b"")
             elif kind == "drop":

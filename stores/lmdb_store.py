@@ -104,6 +104,7 @@ class LmdbAdapter(BatchingAdapter):
             self._db_queues = env.open_db(b"queues")
             self._db_meta = env.open_db(b"meta")
             self._db_names = env.open_db(b"names")
+            self._db_producers = env.open_db(b"producers")
             with env.begin(write=True) as txn:
                 version = txn.get(b"version", db=self._db_meta)
                 if version is None:
@@ -133,6 +134,8 @@ class LmdbAdapter(BatchingAdapter):
                     count += 1
                 for k, v in txn.cursor(db=self._db_subs):
                     catalogue.subscriptions[_unname(bytes(k), names)] = json.loads(bytes(v))
+                for k, v in txn.cursor(db=self._db_producers):
+                    catalogue.producers[_text(bytes(k))] = json.loads(bytes(v))
                 for k in txn.cursor(db=self._db_queues).iternext(values=False):
                     catalogue.queues.add(_unname(bytes(k), names))
         except BaseException:
@@ -188,6 +191,12 @@ class LmdbAdapter(BatchingAdapter):
                 txn.delete(k, db=self._db_subs)
                 self._delete_messages(txn, k)
                 self._forget(txn, k)
+            elif kind == "producer":
+                k = op[1].encode("utf-8", "surrogatepass")[:self._key_limit]
+                if op[2] is None:
+                    txn.delete(k, db=self._db_producers)
+                else:
+                    txn.put(k, json.dumps(op[2]).encode(), db=self._db_producers)
             elif kind == "queue":
                 k = self._stored(txn, ROLE_QUEUE, op[1], register=True)
                 txn.put(k, b"", db=self._db_queues)

@@ -1,5 +1,7 @@
 """The memory store: the whole contract, nothing survives a restart."""
 
+import time
+
 from twisted.internet import defer
 from zope.interface import implementer
 
@@ -75,6 +77,10 @@ class MemoryPersistenceAdapter:
         self._queues = {}
         self._subscription_stores = {}
         self._subscriptions = {}
+        self._producers = {}
+
+    def producers(self):
+        return dict(self._producers)
 
     def open(self):
         return defer.succeed(None)
@@ -120,7 +126,12 @@ class MemoryPersistenceAdapter:
 
     def transaction(self, operations):
         for op, store, arg in operations:
-            if op == "add":
+            if op == "producer":
+                if arg[1] is None:
+                    self._producers.pop(arg[0], None)
+                else:
+                    self._producers[arg[0]] = (arg[1], int(time.time()))
+            elif op == "add":
                 store._add(arg)
             else:
                 store._remove(arg)

@@ -214,3 +214,28 @@ def test_update_rewrites_in_place(open_store, name):
         store = adapter.queue_store("q")
     got = yield store.recover(10)
     assert [(m.message_id, m.redelivery_count) for m in got] == [("ID:test-0", 0), ("ID:test-1", 1)]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_producer_sequences_are_atomic_with_the_send_and_survive_reopen(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    # one batch: a message and its producer's sequence; then later sequences, collapsed
+    yield adapter.transaction([("add", store, message(1)), ("producer", None, ("P1", 1))])
+    yield defer.gatherResults([
+        adapter.transaction([("add", store, message(i)), ("producer", None, ("P1", i))])
+        for i in range(2, 6)])
+    yield adapter.transaction([("producer", None, ("P2", 7))])
+    yield adapter.transaction([("producer", None, ("P3", 9))])
+    yield adapter.transaction([("producer", None, ("P3", None))])  # forgotten
+    assert {k: v[0] for k, v in adapter.producers().items()} == {"P1": 5, "P2": 7}
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+        assert {k: v[0] for k, v in adapter.producers().items()} == {"P1": 5, "P2": 7}
+        assert adapter.queue_store("q").count() == 5
+        yield adapter.checkpoint()  # the journal keeps them in its checkpoint too
+        yield adapter.transaction([("producer", None, ("P2", 8))])
+        adapter = yield reopen(open_store, adapter, name)
+        assert {k: v[0] for k, v in adapter.producers().items()} == {"P1": 5, "P2": 8}
+    assert all(v[1] > 1_600_000_000 for v in adapter.producers().values())

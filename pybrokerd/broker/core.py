@@ -9,6 +9,7 @@ commit makes an add and its remove in one batch cancel out.
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 from twisted.internet import defer, task
@@ -24,6 +25,14 @@ from scheduler.scheduler import is_management, is_scheduled
 log = Logger()
 
 DLQ_NAME = "ActiveMQ.DLQ"
+
+# Duplicate suppression across failover (docs/stomp.md): a client stamps each send with its
+# producer id and a sequence number that grows by one per send; the broker remembers the
+# highest sequence per producer, durably with the message, and drops a re-sent duplicate
+# while still answering its receipt.
+PRODUCER_ID = "pybrokerd-producer"
+PRODUCER_SEQ = "pybrokerd-seq"
+MAX_PRODUCERS = 100_000  # producer ids remembered (least recently used forgotten first)
 
 
 class BrokerError(Exception):
@@ -69,11 +78,19 @@ class Broker:
         self._expiry_interval = expiry_check_interval
         self._expiry_loop = None
         self.scheduler = None  # set by the service: delayed and cron messages
+        # producer id -> highest sequence seen, least recently used first
+        self.producers: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._producer_writes: dict[str, defer.Deferred] = {}  # the latest write per producer
+        self.duplicates_dropped = 0
+        self.max_producers = MAX_PRODUCERS
 
     # -- life cycle ----------------------------------------------------------------------
     @defer.inlineCallbacks
     def start(self):
         """Rebuild queues and durable subscriptions from the (already opened) store."""
+        recorded = getattr(self.store, "producers", dict)()
+        for producer_id, (sequence, _) in sorted(recorded.items(), key=lambda kv: kv[1][1]):
+            self.producers[producer_id] = sequence
         for name in self.store.destinations():
             queue = self.queue(Destination(QUEUE, name))
             yield self._recover_into(queue)
@@ -160,6 +177,89 @@ class Broker:
         ops: list = []
         self._route(message, ops)
         return self._persist(ops)
+
+    def publish(self, messages: list[Message]) -> defer.Deferred:
+        """A client's send: the copies of one message (several for a composite destination),
+        routed as one atomic batch, unless it is a duplicate re-sent after a failover."""
+        first = messages[0]
+        producer = None
+        if PRODUCER_ID in first.properties:
+            producer = self._producer_sequence(first)
+            if producer is None:
+                return self._duplicate_done(first.properties[PRODUCER_ID])
+        done = []
+        ops: list = []
+        try:
+            for message in messages:
+                scheduled = self._to_scheduler(message)
+                if scheduled is not None:
+                    done.append(scheduled)
+                else:
+                    self._route(message, ops)
+        except Exception:
+            if producer is not None:  # refused: a re-send of it must not count as a duplicate
+                self.producers[producer[0]] = producer[2]
+                if producer[2] is None:
+                    del self.producers[producer[0]]
+            raise
+        producer = producer and producer[:2]
+        if producer is not None and first.persistent:
+            ops.append(("producer", None, producer))
+        done.append(self._persist(ops))
+        d = done[0] if len(done) == 1 else defer.gatherResults(done, consumeErrors=True)
+        if producer is not None:
+            self._track_write(producer[0], d)
+        return d
+
+    def _producer_sequence(self, message: Message):
+        """(producer id, sequence, previous sequence) for a stamped send, None for a duplicate."""
+        producer_id = message.properties[PRODUCER_ID]
+        raw = message.properties.get(PRODUCER_SEQ)
+        try:
+            sequence = int(raw)
+        except (TypeError, ValueError):
+            raise BrokerError("Header %s needs an integer %s header (got %r)"
+                              % (PRODUCER_ID, PRODUCER_SEQ, raw)) from None
+        last = self.producers.get(producer_id)
+        if last is not None:
+            self.producers.move_to_end(producer_id)
+            if sequence <= last:
+                return None
+        self.producers[producer_id] = sequence
+        if last is None and len(self.producers) > self.max_producers:
+            oldest, _ = self.producers.popitem(last=False)
+            self._producer_writes.pop(oldest, None)
+            self.store.transaction([("producer", None, (oldest, None))])
+        return producer_id, sequence, last
+
+    def _duplicate_done(self, producer_id: str) -> defer.Deferred:
+        """The receipt of a dropped duplicate waits for the producer's latest write, which
+        holds (or follows) the original."""
+        self.duplicates_dropped += 1
+        latest = self._producer_writes.get(producer_id)
+        if latest is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        latest.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    def _track_write(self, producer_id: str, d: defer.Deferred) -> None:
+        self._producer_writes[producer_id] = d
+
+        def done(result):
+            if self._producer_writes.get(producer_id) is d:
+                del self._producer_writes[producer_id]
+            return result
+        d.addBoth(done)
+
+    def forget_producers(self, producer_ids) -> defer.Deferred:
+        """A client closed cleanly: its producers will never re-send."""
+        ops = []
+        for producer_id in producer_ids:
+            if self.producers.pop(producer_id, None) is not None:
+                ops.append(("producer", None, (producer_id, None)))
+            self._producer_writes.pop(producer_id, None)
+        return self.store.transaction(ops) if ops else defer.succeed(None)
 
     def _to_scheduler(self, message: Message):
         """The scheduler's Deferred if the message is a management request or a scheduled

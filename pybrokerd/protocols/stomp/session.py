@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pybrokerd import __version__
-from pybrokerd.broker.core import BrokerError, Transaction
+from pybrokerd.broker.core import PRODUCER_ID, BrokerError, Transaction
 from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
@@ -90,6 +90,7 @@ class StompSession:
         self.peer = "unknown"
         self.subscriptions: dict[str, Consumer] = {}
         self.transactions: dict[str, Transaction] = {}
+        self.producer_ids: set[str] = set()  # stamped for duplicate suppression
         self._temp: dict[tuple[str, str], Destination] = {}
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
@@ -277,8 +278,10 @@ class StompSession:
             tx.sends.extend(copies)
             self._receipt(receipt)
             return
-        done = [self.broker.send(m) for m in copies]
-        self._receipt(receipt, done[0] if len(done) == 1 else defer.gatherResults(done))
+        producer_id = message.properties.get(PRODUCER_ID)
+        if producer_id is not None:
+            self.producer_ids.add(producer_id)
+        self._receipt(receipt, self.broker.publish(copies))
 
     def _build_message(self, frame, destination: Destination) -> Message:
         h = frame.headers
@@ -473,6 +476,10 @@ class StompSession:
 
     # == DISCONNECT =========================================================================
     def on_disconnect(self, frame, receipt) -> None:
+        if self.producer_ids:
+            # a clean goodbye: these producers will never re-send, so stop remembering them
+            self.broker.forget_producers(self.producer_ids)
+            self.producer_ids = set()
         self._release()
         if receipt is not None:
             self._receipt(receipt)
