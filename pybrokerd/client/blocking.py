@@ -35,12 +35,13 @@ _END = object()
 
 
 class _Waiter:
-    __slots__ = ("event", "error", "resolve_on_loss")
+    __slots__ = ("event", "error", "resolve_on_loss", "detached")
 
     def __init__(self):
         self.event = threading.Event()
         self.error = None
         self.resolve_on_loss = False
+        self.detached = False   # nobody waits on it: an error is reported by flush()
 
     def done(self, error=None):
         self.error = error
@@ -118,6 +119,7 @@ class BlockingClient:
         self._streams: dict[str, MessageStream] = {}
         self._tx_seq = itertools.count(1)
         self._last_write = time.monotonic()
+        self.async_errors: list = []  # ERROR frames nobody waited for (raised by flush)
 
     # -- context manager ---------------------------------------------------------------
     def __enter__(self):
@@ -314,14 +316,15 @@ class BlockingClient:
                 with self._lock:
                     self._lock.notify_all()
             elif isinstance(event, ErrorReceived):
-                if isinstance(event.receipt_tag, _Waiter):
-                    event.receipt_tag.done(event.error)
-                else:
-                    self._last_error = event.error
+                tag = event.receipt_tag
+                if isinstance(tag, _Waiter):
+                    tag.done(event.error)
+                if not isinstance(tag, _Waiter) or tag.detached:
+                    with self._lock:
+                        self.async_errors.append(event.error)
                 with self._lock:
                     self._lock.notify_all()
 
-    _last_error = None
 
     def _give_up(self, error):
         with self._lock:
@@ -375,6 +378,8 @@ class BlockingClient:
             receipt = transaction is None
         body_size = len(body.encode("utf-8")) if isinstance(body, str) else len(body)
         waiter = _Waiter() if receipt else None
+        if waiter is not None:
+            waiter.detached = not wait
         self._wait_connected()
         with self._lock:
             while receipt and transaction is None and self.core.cache_full(body_size):
@@ -387,10 +392,14 @@ class BlockingClient:
             waiter.wait(self.answer_timeout)
 
     def flush(self, timeout=None):
-        """Wait until every tracked send has its receipt."""
+        """Wait until every tracked send has its receipt; raise the first ERROR the broker
+        sent for a send nobody waited for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self.core.tracked:
+            while self.core.tracked or self.async_errors:
+                if self.async_errors:
+                    error = self.async_errors.pop(0)
+                    raise error
                 self._check()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
