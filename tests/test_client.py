@@ -335,3 +335,44 @@ def test_failover_exactly_once_with_duplicate_suppression(tmp_path):
 def test_failover_without_duplicate_suppression_loses_nothing(tmp_path):
     duplicates = run_failover(tmp_path, dedup=False)
     print("without duplicate suppression: 0 lost, %d duplicates" % duplicates)
+
+
+@pytest_twisted.inlineCallbacks
+def test_twisted_client_fails_over_resubscribes_and_resends(tmp_path):
+    brokers = start_master_and_slaves(shared_dir_brokers(tmp_path))
+    url = ("failover:(tcp://127.0.0.1:%d,tcp://127.0.0.1:%d)?initialReconnectDelay=10"
+           "&maxReconnectDelay=100&randomize=false" % tuple(b.fixed_port for b in brokers))
+    dest = "/queue/" + unique()
+    total = 2000
+    received = []
+    all_in = defer.Deferred()
+
+    def on_message(message):
+        received.append(message.text)
+        message.ack()
+        if len(set(received)) == total and not all_in.called:
+            all_in.callback(None)
+    consumer = StompClient(url, heartbeats=(1000, 1000))
+    producer = StompClient(url, heartbeats=(1000, 1000))
+    try:
+        yield consumer.connect()
+        yield consumer.subscribe(dest, on_message, ack="client-individual", id="orders")
+        yield producer.connect()
+        sends = []
+        for i in range(total):
+            sends.append(producer.send(dest, "%04d" % i, persistent=True))
+            if i == total // 2:
+                brokers[0].kill()
+        yield defer.gatherResults(sends)  # every send receipted, some by the new master
+        timeout = consumer.reactor.callLater(30, lambda: all_in.called or all_in.errback(
+            AssertionError("got %d of %d" % (len(set(received)), total))))
+        yield all_in
+        timeout.cancel()
+        assert (producer.failovers, consumer.failovers) == (1, 1), [b.log()[-3000:] for b in brokers]
+        assert sorted(received) == ["%04d" % i for i in range(total)]  # exactly once
+        assert list(consumer.core.subscriptions) == ["orders"]
+        yield producer.disconnect()
+        yield consumer.disconnect()
+    finally:
+        for b in brokers:
+            b.kill()

@@ -353,7 +353,9 @@ class StompClient:
         @defer.inlineCallbacks
         def go():
             yield self._ready()
-            while receipt and transaction is None and self.core.cache_full(body_size):
+            if receipt and transaction is None and (
+                    self._cache_waiters or self.core.cache_full(body_size)):
+                # wait in line: sends keep their order (and sequence numbers)
                 w = defer.Deferred()
                 self._cache_waiters.append((body_size, w))
                 yield w
@@ -367,9 +369,14 @@ class StompClient:
         return go()
 
     def _wake_cache_waiters(self):
-        waiters, self._cache_waiters = self._cache_waiters, []
-        for _, w in waiters:
+        """Let waiting senders go, oldest first, as long as their sends fit (each resumes
+        synchronously and takes its room before the next is considered)."""
+        waiters = self._cache_waiters
+        while waiters and (not self.connected or not self.core.cache_full(waiters[0][0])):
+            _, w = waiters.pop(0)
             w.callback(None)
+            if not self.connected:
+                break
 
     def subscribe(self, destination, handler, *, ack="auto", headers=None, id=None):
         """Subscribe; handler(message) runs for each MESSAGE.  -> Deferred firing with the
