@@ -519,3 +519,11 @@ def test_many_small_frames_in_one_buffer_is_linear():
     frames, elapsed = timed(lambda: parse_all(raw))
     assert len(frames) == 100_000
     assert elapsed < 5, elapsed
+
+
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=20)), max_size=6),
+       st.sampled_from(["1.0", "1.1", "1.2"]), st.sampled_from(["MESSAGE", "CONNECTED"]))
+def test_fast_serialize_matches_header_by_header_escaping(headers, version, command):
+    from pybrokerd.protocols.stomp.codec import _serialize_slow
+    esc = "1.0" if command == "CONNECTED" else version
+    assert serialize(command, headers, b"b", version) == _serialize_slow(command, headers, b"b", esc)
