@@ -86,7 +86,8 @@ class StoreView:
         rewritten = Unwritten(message, seq)
         self.entries[message.message_id] = rewritten
         self._bytes += len(message.body)
-        return self.adapter._submit([("rewrite", self, rewritten)])
+        # only a hint for after a crash: nobody waits for it to be synced
+        return self.adapter._submit([("rewrite", self, rewritten)], durable=False)
 
     def recover(self, max_count, after=None, skip=None):
         key = self.name
@@ -120,11 +121,12 @@ class StoreView:
 
 
 class _Pending:
-    __slots__ = ("ops", "deferred")
+    __slots__ = ("ops", "deferred", "durable")
 
-    def __init__(self, ops, deferred):
+    def __init__(self, ops, deferred, durable=True):
         self.ops = ops
         self.deferred = deferred
+        self.durable = durable
 
 
 @implementer(IPersistenceAdapter)
@@ -133,6 +135,9 @@ class BatchingAdapter:
 
     durable = True
     periodic_sync_interval = 1.0
+    # can a batch nobody waits on for durability be written without a sync (synced with the
+    # next batch that needs it, or within periodic_sync_interval)?  LMDB cannot do that safely.
+    lazy_sync = True
     maintenance_interval = 5.0
 
     def __init__(self, directory, sync: str = "always", reactor=None, **options):
@@ -154,6 +159,7 @@ class BatchingAdapter:
         self._stopping = False
         self._last_sync = time.monotonic()
         self._unsynced = False
+        self.sync_in_apply = True  # read by backends that sync inside backend_apply (LevelDB)
         self._next_seq = 1
         self.batches = 0      # group commits done (for benchmarks and the admin API)
         self.batched_ops = 0  # operations they carried
@@ -263,7 +269,7 @@ class BatchingAdapter:
     def producers(self):
         return dict(self._producers)
 
-    def transaction(self, operations):
+    def transaction(self, operations, durable=True):
         ops = []
         for op, view, arg in operations:
             if op == "producer":
@@ -289,18 +295,18 @@ class BatchingAdapter:
                 view._bytes -= (len(entry.message.body) if isinstance(entry, Unwritten)
                                 else entry & 0xFFFFFFFF)
                 ops.append(("remove", view, arg, entry))
-        return self._submit(ops)
+        return self._submit(ops, durable)
 
     def checkpoint(self):
         return self._submit([("checkpoint",)])
 
     # -- the writer ------------------------------------------------------------------------
-    def _submit(self, ops):
+    def _submit(self, ops, durable=True):
         if not ops:
             return defer.succeed(None)
         d = defer.Deferred()
         with self._cond:
-            self._pending.append(_Pending(ops, d))
+            self._pending.append(_Pending(ops, d, durable))
             self._cond.notify()
         return d
 
@@ -333,13 +339,13 @@ class BatchingAdapter:
                 return
 
     def _idle_timeout(self):
-        if self.sync_policy == "periodic" and self._unsynced:
+        if self.sync_policy != "never" and self._unsynced:
             return self.periodic_sync_interval
         return self.maintenance_interval
 
     def _idle(self):
         try:
-            if self._unsynced and self.sync_policy == "periodic":
+            if self._unsynced and self.sync_policy != "never":
                 self.backend_sync()
                 self._unsynced = False
             self.backend_maintenance()
@@ -348,16 +354,22 @@ class BatchingAdapter:
 
     def _write(self, batch: list[_Pending]):
         ops = self._merge(batch)
+        policy = self.sync_policy
+        # under "always", a batch is synced before its Deferreds fire unless nobody in it
+        # waits for durability (an auto-ack's remove, a send without receipt: ActiveMQ does
+        # not sync those either); such writes reach the OS at once and are synced with the
+        # next batch that needs it, or within periodic_sync_interval
+        sync_now = (policy == "always" and (not self.lazy_sync or any(p.durable for p in batch))) \
+            or (policy != "never"
+                and time.monotonic() - self._last_sync >= self.periodic_sync_interval)
+        self.sync_in_apply = sync_now
         try:
             if ops:
                 self.backend_apply(ops)
                 self.batches += 1
                 self.batched_ops += len(ops)
-            if ops:
                 self._unsynced = True
-            if self.sync_policy == "always" or (
-                    self.sync_policy == "periodic"
-                    and time.monotonic() - self._last_sync >= self.periodic_sync_interval):
+            if sync_now:
                 if self._unsynced:
                     self.backend_sync()
                     self._unsynced = False

@@ -75,12 +75,14 @@ class IPersistenceAdapter(Interface):
     def remove_destination(name):
         """Drop a queue and all of its messages. -> Deferred."""
 
-    def transaction(operations):
+    def transaction(operations, durable=True):
         """Apply [('add', store, message) | ('remove', store, message_id) |
         ('producer', None, (producer_id, sequence))] atomically.  A 'producer' operation
         records the highest sequence number seen from a producer (duplicate suppression
         across failover); (producer_id, None) forgets it.
-        -> Deferred firing when the whole batch is durable."""
+        -> Deferred firing when the whole batch is durable.  durable=False: nobody waits
+        for durability (an auto-ack's remove, a send without a receipt); the Deferred may
+        fire once the batch is written, before it is synced."""
 
     def producers():
         """The recorded producer sequences: {producer_id: (sequence, unix time recorded)}

@@ -52,6 +52,7 @@ class LevelDbAdapter(BatchingAdapter):
         self._db = None
         self._guard = ReadGuard()  # pool-thread reads vs. close()
         self._hwm = 0
+        self._synced = True
 
     # -- open ------------------------------------------------------------------------------
     def backend_open(self) -> Catalogue:
@@ -102,7 +103,8 @@ class LevelDbAdapter(BatchingAdapter):
     # -- writing ---------------------------------------------------------------------------
     def backend_apply(self, ops):
         db = self._db
-        batch = db.write_batch(sync=self.sync_policy == "always")
+        synced = self.sync_policy == "always" and self.sync_in_apply
+        batch = db.write_batch(sync=synced)
         hwm = self._hwm
         put_here: dict[str, list[bytes]] = {}  # store key -> message keys put in this batch
         for op in ops:
@@ -140,6 +142,7 @@ class LevelDbAdapter(BatchingAdapter):
             batch.put(META_HWM, SEQ.pack(hwm))
         batch.write()
         self._hwm = hwm
+        self._synced = synced
 
     def _delete_messages(self, batch, key, put_here):
         # what is in the database, plus what this batch put before (the scan cannot see it)
@@ -149,8 +152,9 @@ class LevelDbAdapter(BatchingAdapter):
             batch.delete(k)
 
     def backend_sync(self):
-        if self.sync_policy != "always":  # under "always" each batch was written synced
+        if not self._synced:  # a batch written synced needs nothing more
             self._db.put(META_HWM, SEQ.pack(self._hwm), sync=True)
+            self._synced = True
 
     # -- reading ---------------------------------------------------------------------------
     def backend_read(self, key, message_id, seq):

@@ -71,6 +71,8 @@ NETWORK_FS = ("nfs", "cifs", "smb")
 class LmdbAdapter(BatchingAdapter):
     """A persistent store in one LMDB environment."""
 
+    lazy_sync = False  # see "Durability" above: every commit under "always" is a synced one
+
     def __init__(self, directory, **options):
         self._map_size = options.pop("map_size", DEFAULT_MAP_SIZE)
         super().__init__(directory, **options)

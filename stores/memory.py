@@ -124,7 +124,7 @@ class MemoryPersistenceAdapter:
         self._queues.pop(name, None)
         return defer.succeed(None)
 
-    def transaction(self, operations):
+    def transaction(self, operations, durable=True):
         for op, store, arg in operations:
             if op == "producer":
                 if arg[1] is None:

@@ -1,8 +1,11 @@
 """The one contract every persistence adapter meets, run against each of them."""
 
+import time
+
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from pybrokerd.broker.destination import QUEUE, TOPIC, Destination
 from pybrokerd.broker.message import Message
@@ -239,3 +242,23 @@ def test_producer_sequences_are_atomic_with_the_send_and_survive_reopen(open_sto
         adapter = yield reopen(open_store, adapter, name)
         assert {k: v[0] for k, v in adapter.producers().items()} == {"P1": 5, "P2": 8}
     assert all(v[1] > 1_600_000_000 for v in adapter.producers().values())
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_non_durable_batches_are_written_and_synced_soon(open_store, name):
+    """durable=False (nobody waits for an fsync) still writes at once, and the writer syncs
+    it within periodic_sync_interval even if no durable batch follows."""
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    yield adapter.transaction([("add", store, message(i)) for i in range(5)], durable=False)
+    yield adapter.transaction([("remove", store, "ID:test-1")], durable=False)
+    if name in PERSISTENT:
+        started = time.monotonic()
+        while adapter._unsynced and time.monotonic() - started < 5:
+            yield deferLater(reactor, 0.05, lambda: None)
+        assert not adapter._unsynced
+        adapter = yield reopen(open_store, adapter, name)
+        store = adapter.queue_store("q")
+    assert [m.message_id for m in (yield store.recover(10))] == \
+        ["ID:test-%d" % i for i in (0, 2, 3, 4)]
