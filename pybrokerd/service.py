@@ -83,6 +83,8 @@ class BrokerService(service.Service):
                              redelivery_delay=opts["redelivery-delay"],
                              redelivery_backoff=opts["redelivery-backoff"])
         await self.broker.start()
+        data_dir = opts.get("data-dir") or opts["dir"]
+        self.broker.management.data_directory = os.path.realpath(data_dir)
         # 3. the scheduler, on its own store of the same kind in --scheduler-dir
         from scheduler.scheduler import Scheduler
         os.makedirs(opts["scheduler-dir"], exist_ok=True)
@@ -105,6 +107,8 @@ class BrokerService(service.Service):
             port = await endpoint.listen(self.stomp_factory)
             self.ports.append(port)
             log.info("STOMP listening on {address}", address=_address(port))
+            scheme = "stomp+ssl" if opts["stomp"].lower().startswith("ssl:") else "stomp"
+            self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         self.ready.callback(self)
 
     def _check_lock(self):

@@ -78,6 +78,8 @@ class Broker:
         self._expiry_interval = expiry_check_interval
         self._expiry_loop = None
         self.scheduler = None  # set by the service: delayed and cron messages
+        from pybrokerd.broker.management import Management  # (it imports this module)
+        self.management = Management(self)  # statistics and purge destinations
         # producer id -> highest sequence seen, least recently used first
         self.producers: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._producer_writes: dict[str, defer.Deferred] = {}  # the latest write per producer
@@ -262,14 +264,18 @@ class Broker:
         return self.store.transaction(ops) if ops else defer.succeed(None)
 
     def _to_scheduler(self, message: Message):
-        """The scheduler's Deferred if the message is a management request or a scheduled
-        message, else None."""
-        if self.scheduler is None:
-            return None
-        if is_management(message.destination):
-            return self.scheduler.manage(message)
-        if is_scheduled(message):
-            return self.scheduler.schedule(message)
+        """The Deferred of a management request (statistics, purge, scheduler) or of a
+        scheduled message, else None: the message is to be routed."""
+        managed = self.management.request(message)
+        if managed is not None:
+            return managed
+        if self.scheduler is not None:
+            if is_management(message.destination):
+                return self.scheduler.manage(message)
+            if is_scheduled(message):
+                return self.scheduler.schedule(message)
+        if message.destination.is_topic:
+            self.management.published(message)  # topic statistics count it here
         return None
 
     def _route(self, message: Message, ops: list) -> None:

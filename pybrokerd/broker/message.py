@@ -28,6 +28,13 @@ class IdGenerator:
         return "%s:%d" % (self.prefix, next(self._connections))
 
 
+class Int32(int):
+    """A map message value that is a Java int (rendered `int`), where a plain Python int is a
+    Java long (rendered `long`)."""
+
+    __slots__ = ()
+
+
 class Message:
     """A message as the broker keeps it.
 
@@ -40,7 +47,7 @@ class Message:
     __slots__ = ("message_id", "destination", "properties", "body", "persistent", "priority",
                  "expires", "timestamp", "correlation_id", "reply_to", "type", "is_bytes",
                  "redelivery_count", "original_destination", "user_id", "group_id", "group_seq",
-                 "scheduled_job_id", "producer_seq", "seq")
+                 "scheduled_job_id", "producer_seq", "seq", "map_body")
 
     def __init__(self, message_id: str, destination: Destination, body: bytes = b"", *,
                  properties: dict | None = None, persistent: bool = False,
@@ -73,6 +80,10 @@ class Message:
             self.group_seq = 0
         self.producer_seq = None
         self.seq = 0  # arrival order in its destination, set by the broker
+        # A map message (JMS MapMessage) made by the broker itself, e.g. a statistics reply:
+        # {name: value}, rendered per subscription by the protocol (STOMP: its `transformation`
+        # header); `body` is then unused.  Never stored: such messages are non-persistent.
+        self.map_body: dict | None = None
 
     def copy(self, **changes) -> "Message":
         clone = Message.__new__(Message)

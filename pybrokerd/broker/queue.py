@@ -12,6 +12,8 @@ import collections
 import itertools
 from typing import Callable, Iterable
 
+from twisted.internet import defer
+
 from pybrokerd.broker.destination import Destination
 from pybrokerd.broker.message import Message, now_ms
 
@@ -19,6 +21,36 @@ AUTO = "auto"
 CLIENT = "client"
 CLIENT_INDIVIDUAL = "client-individual"
 ACK_MODES = (AUTO, CLIENT, CLIENT_INDIVIDUAL)
+
+
+class TimeStatistic:
+    """Count, total, min and max of durations in ms (ActiveMQ's TimeStatisticImpl)."""
+
+    __slots__ = ("count", "total", "min", "max")
+
+    def __init__(self):
+        self.count = self.total = self.min = self.max = 0
+
+    def add(self, ms: int) -> None:
+        ms = max(ms, 0)  # a producer-set timestamp may be ahead of our clock
+        if not self.count or ms < self.min:
+            self.min = ms
+        if ms > self.max:
+            self.max = ms
+        self.count += 1
+        self.total += ms
+
+    def merge(self, other: "TimeStatistic") -> None:
+        if other.count:
+            if not self.count or other.min < self.min:
+                self.min = other.min
+            self.max = max(self.max, other.max)
+            self.count += other.count
+            self.total += other.total
+
+    @property
+    def average(self) -> float:
+        return self.total / self.count if self.count else 0.0
 
 
 class Delivery:
@@ -60,6 +92,7 @@ class Consumer:
         self.sources: list[MessageQueue] = []
         self.closed = False
         self.implicit_id = False  # STOMP 1.0 SUBSCRIBE without an id
+        self.transformation = None  # STOMP: how map messages are rendered for it
 
     def has_credit(self) -> bool:
         if self.closed or not self.session.writable:
@@ -83,6 +116,8 @@ class Consumer:
                 # with redelivered:true (ActiveMQ forgets it)
                 source.store.update(message.copy(redelivery_count=1))
         source.dispatched_count += 1
+        # ActiveMQ's "enqueue time": how long a message waited before it was dispatched
+        source.dispatch_time.add(now_ms() - message.timestamp)
         self.session.deliver(self, message, ack_id)
         if self.ack_mode == AUTO:
             source.broker.consumed(source, message)
@@ -219,6 +254,11 @@ class MessageQueue:
         self.dequeue_count = 0
         self.dispatched_count = 0
         self.expired_count = 0
+        self.enqueue_bytes = 0  # Message.size of all enqueued: their average is a statistic
+        self.dispatch_time = TimeStatistic()
+        self._purges = 0   # bumped by each purge: a refill read before one is stale
+        self._purges_at_refill = 0
+        self._purging = 0  # purges reading the store: no refill may start meanwhile
 
     # -- stats ---------------------------------------------------------------------------
     def in_flight_count(self) -> int:
@@ -227,9 +267,21 @@ class MessageQueue:
     def size(self) -> int:
         return len(self.pending) + self.in_flight_count() + self.paged
 
+    def memory_usage(self) -> int:
+        """Message.size of the messages held in memory (pending and in flight)."""
+        return (sum(m.size for m in self.pending)
+                + sum(d.message.size for c in self.consumers for d in c.in_flight.values()
+                      if d.source is self))
+
+    def reset_statistics(self) -> None:
+        self.enqueue_count = self.dequeue_count = self.dispatched_count = self.expired_count = 0
+        self.enqueue_bytes = 0
+        self.dispatch_time = TimeStatistic()
+
     # -- messages in ---------------------------------------------------------------------
     def enqueue(self, message: Message) -> None:
         self.enqueue_count += 1
+        self.enqueue_bytes += message.size
         if self.store is not None and message.persistent:
             if self.paged or len(self.pending) >= self.window:
                 self.paged += 1  # in the store only, read back when the window drains
@@ -298,19 +350,26 @@ class MessageQueue:
                     break
         finally:
             self._dispatching = False
-        if self.paged and not self._loading and len(self.pending) <= self.window // 2:
+        if (self.paged and not self._loading and not self._purging
+                and len(self.pending) <= self.window // 2):
             self._refill()
 
     def _refill(self) -> None:
         want = self.window - len(self.pending)
         self._loading = True
         self._paged_at_refill = self.paged
+        self._purges_at_refill = self._purges
         d = self.store.recover(want, skip=self.resident)
         d.addCallback(self._refilled, want)
         d.addErrback(self._refill_failed)
 
     def _refilled(self, messages: list[Message], want: int) -> None:
         self._loading = False
+        if self._purges_at_refill != self._purges:
+            # a purge took what was paged out while this read was on its way: what it read
+            # is gone, and `paged` counts only what arrived after the purge
+            self.wake()
+            return
         for message in messages:
             if message.message_id in self.resident:
                 continue
@@ -428,8 +487,59 @@ class MessageQueue:
     def remove_expired(self, now: int) -> list[Message]:
         return self.pending.remove_where(lambda m: m.expires and m.expires <= now)
 
-    def purge(self) -> list[Message]:
-        return self.pending.remove_where(lambda m: True)
+    @defer.inlineCallbacks
+    def _stored_ids(self, n: int, skip, chunk: int = 10000):
+        """The ids of the first n stored messages not in `skip`, read a chunk at a time so
+        that a million paged-out bodies are never in memory together."""
+        ids, after = [], None
+        while len(ids) < n:
+            batch = yield self.store.recover(min(n - len(ids), chunk), after, skip=skip)
+            if not batch:
+                break
+            ids.extend(m.message_id for m in batch)
+            after = batch[-1].message_id
+        return ids
+
+    @defer.inlineCallbacks
+    def purge(self):
+        """Remove every message that is not in flight to a consumer, paged-out ones included
+        (ActiveMQ's QueueViewMBean.purge()); the store removes go in one batch.
+        -> Deferred firing with the number of messages removed, once that is durable.
+
+        What is in memory goes at once.  The paged-out messages are the oldest stored ones
+        that are not resident, and exactly `paged` of them: they are read back (ids only
+        matter) while refills wait, so that messages arriving meanwhile, which the store
+        keeps behind them, are not taken.  The caller serialises purges of one queue.
+        """
+        removed = self.pending.remove_where(lambda m: True)
+        count = len(removed)
+        ids = []
+        if self.store is not None:
+            ids = [m.message_id for m in removed if m.message_id in self.resident]
+            self.resident.difference_update(ids)
+        paged, self.paged = self.paged, 0
+        self._purges += 1
+        self._purging += 1
+        try:
+            if paged:
+                try:
+                    stored = yield self._stored_ids(paged, skip=self.resident | set(ids))
+                except Exception:
+                    # nothing was removed from the store: put back what was taken
+                    self.paged += paged
+                    self.resident.update(ids)
+                    self.pending.extend_front(removed)
+                    raise
+                ids.extend(stored)
+                count += len(stored)
+            done = (self.broker.store.transaction([("remove", self.store, i) for i in ids])
+                    if ids else defer.succeed(None))
+        finally:
+            self._purging -= 1
+        self.dequeue_count += count
+        self.wake()  # what was paged out after the purge began may be read in now
+        yield done
+        return count
 
 
 class TopicSubscription(MessageQueue):

@@ -29,6 +29,7 @@ from pybrokerd.broker.message import DEFAULT_PRIORITY, Message
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import FrameError, FrameParser, Limits, serialize
+from pybrokerd.protocols.stomp.mapmessage import render as render_map
 from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
 from scheduler.scheduler import parse as parse_schedule
 
@@ -345,6 +346,7 @@ class StompSession:
             durable_name=durable_name, client_id=self.client_id or self.connection_id,
             no_local=h.get("activemq.noLocal", "").lower() == "true")
         consumer.implicit_id = implicit_id
+        consumer.transformation = h.get("transformation")  # how map messages are rendered
         # As ActiveMQ: with a receipt, the RECEIPT goes out before the first MESSAGE.
         consumer.closed = True
         self.broker.subscribe(consumer)
@@ -516,11 +518,14 @@ class StompSession:
         for k, v in message.properties.items():
             if k not in _NOT_ECHOED:
                 h.setdefault(k, v)
-        if message.is_bytes or b"\x00" in message.body:
-            h["content-length"] = str(len(message.body))
+        body = message.body
+        if message.map_body is not None:
+            body, h["transformation"] = render_map(message.map_body, consumer.transformation)
+        if message.is_bytes or b"\x00" in body:
+            h["content-length"] = str(len(body))
         if consumer.implicit_id:
             del h["subscription"]  # ActiveMQ: a 1.0 SUBSCRIBE without id gets none back
-        self._emit(serialize("MESSAGE", h, message.body, self.version))
+        self._emit(serialize("MESSAGE", h, body, self.version))
 
     def _emit(self, data: bytes) -> None:
         """A MESSAGE frame: held back while this connection's own frame is being answered."""
