@@ -207,20 +207,35 @@ def cmd_browse(args):
     print("%d message%s in %s" % (count, "" if count == 1 else "s", dest), file=sys.stderr)
 
 
-def _management(args, destination, headers, wait=0.5, count=None, transformation=None):
-    """Send a management request with a reply-to and collect the replies."""
+def _management(args, requests, wait=0.5, count=None, transformation=None, until=None):
+    """Send management requests [(destination, headers)] with a reply-to and collect the
+    replies: up to `count`, until `until(message)` is true for as many replies as there were
+    requests, or until `wait` s pass without one."""
     reply_to = _reply_queue()
     replies = []
+    ends = 0
     with _client(args) as c:
         sub_headers = {"transformation": transformation} if transformation else {}
         stream = c.subscribe(reply_to, headers=sub_headers)
-        h = dict(headers)
-        h["reply-to"] = reply_to
-        c.send(destination, b"", h)
+        for destination, headers in requests:
+            h = dict(headers)
+            h["reply-to"] = reply_to
+            c.send(destination, b"", h)
         while count is None or len(replies) < count:
-            message = stream.receive(timeout=wait if replies or count is None else args.timeout)
+            # the request's RECEIPT is in (send waits for it); pybrokerd sends every reply
+            # before it, ActiveMQ soon after: a short silence ends an open-ended list
+            timeout = args.timeout if until is not None or count is not None else wait
+            message = stream.receive(timeout=timeout)
             if message is None:
+                if until is not None:
+                    raise CommandError("no complete answer within %s s" % args.timeout,
+                                       EXIT_TIMEOUT)
                 break
+            if until is not None and until(message):
+                ends += 1
+                if ends == len(requests):
+                    break
+                continue
             replies.append(message)
         c.unsubscribe(stream.id)
     return replies
@@ -230,13 +245,13 @@ def _map_of(message):
     """The map of an ActiveMQ map message rendered with transformation jms-map-json."""
     data = json.loads(message.body.decode("utf-8"))
     result = {}
-    entries = data.get("map", {}).get("entry", []) if isinstance(data, dict) else []
+    body = data.get("map") if isinstance(data, dict) else None
+    entries = body.get("entry", []) if isinstance(body, dict) else []
     if isinstance(entries, dict):
         entries = [entries]
     for entry in entries:
-        values = [(k, v) for k, v in entry.items()]
         key = None
-        for kind, value in values:
+        for kind, value in entry.items():
             if kind == "string":
                 if isinstance(value, list):
                     key = value[0]
@@ -247,7 +262,7 @@ def _map_of(message):
                 else:
                     key = value
         if key is not None:
-            for kind, value in values:
+            for kind, value in entry.items():
                 if kind != "string":
                     result[key] = value
     return result
@@ -258,10 +273,18 @@ STAT_COLUMNS = [("destinationName", "destination"), ("size", "size"),
                 ("consumerCount", "consumers")]
 
 
+END_WITH_NULL = "ActiveMQ.Statistics.Destination.List.End.With.Null"
+
+
 def cmd_stat(args):
     pattern = args.pattern or ">"
-    replies = _management(args, "/queue/ActiveMQ.Statistics.Destination." + pattern, {},
-                          transformation="jms-map-json")
+    kinds = ["queue", "topic"] if args.topics else ["queue"]
+    # as ActiveMQ's statistics plugin: a /queue/ request lists queues, a /topic/ one topics;
+    # an empty map marks the end of each list
+    requests = [("/%s/ActiveMQ.Statistics.Destination.%s" % (kind, pattern),
+                 {END_WITH_NULL: "true"}) for kind in kinds]
+    replies = _management(args, requests, transformation="jms-map-json",
+                          until=lambda m: _is_empty_map(m))
     rows = []
     for message in replies:
         try:
@@ -270,19 +293,29 @@ def cmd_stat(args):
             raise CommandError("unreadable statistics reply: %r" % message.body[:80]) from None
         if "destinationName" in stats:
             rows.append(stats)
+    rows = [r for r in rows if "pybroker-reply-" not in str(r.get("destinationName", ""))]
+    rows.sort(key=lambda r: str(r.get("destinationName")))
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return
-    if not args.topics:
-        rows = [r for r in rows if not str(r.get("destinationName", "")).startswith("topic://")]
-    rows.sort(key=lambda r: str(r.get("destinationName")))
     table = [[title for _, title in STAT_COLUMNS]]
     for r in rows:
-        table.append([str(r.get(key, "")) for key, _ in STAT_COLUMNS])
+        cells = [str(r.get(key, "")) for key, _ in STAT_COLUMNS]
+        kind, sep, name = cells[0].partition("://")
+        if sep:
+            cells[0] = "/%s/%s" % (kind, name)  # queue://x -> /queue/x, as DESTINATION is written
+        table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(STAT_COLUMNS))]
     for row in table:
         print("  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
                         for i, cell in enumerate(row)).rstrip())
+
+
+def _is_empty_map(message):
+    try:
+        return not _map_of(message)
+    except ValueError:
+        return False
 
 
 def cmd_purge(args):
@@ -290,14 +323,13 @@ def cmd_purge(args):
     if not dest.startswith("/queue/"):
         raise CommandError("only queues can be purged", EXIT_USAGE)
     name = dest[len("/queue/"):]
-    replies = _management(args, "/queue/" + PURGE_PREFIX + name, {}, count=1)
+    replies = _management(args, [("/queue/" + PURGE_PREFIX + name, {})], count=1)
     if not replies:
         raise CommandError("no answer to the purge request within %s s" % args.timeout,
                            EXIT_TIMEOUT)
     reply = replies[0]
-    if reply.headers.get("error"):
-        raise CommandError(reply.headers["error"])
-    print("purged %s message(s) from %s" % (reply.headers.get("purged", "?"), dest))
+    print("purged %s message(s) from %s" % (reply.headers.get("purged", "?"),
+                                            reply.headers.get("purged-destination", dest)))
 
 
 PURGE_PREFIX = "pybrokerd.Admin.Purge."
@@ -306,7 +338,7 @@ SCHEDULER = "/topic/ActiveMQ.Scheduler.Management"
 
 def cmd_scheduled(args):
     if args.action == "list":
-        replies = _management(args, SCHEDULER, {"AMQ_SCHEDULER_ACTION": "BROWSE"})
+        replies = _management(args, [(SCHEDULER, {"AMQ_SCHEDULER_ACTION": "BROWSE"})])
         for message in replies:
             h = message.headers
             line = {"id": h.get("scheduledJobId"),

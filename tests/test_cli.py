@@ -148,3 +148,42 @@ def test_progress_bar_with_rate_on_a_terminal(broker):
     os.close(master)
     assert b"\rsent [" in seen and b"msg/s" in seen and b"20,000/20,000" in seen
     assert b"sent 20000 messages to " + dest.encode() in seen
+
+
+def test_stat_shows_sizes_counts_and_consumers(broker):
+    name = unique("stat")
+    dest = "/queue/" + name
+    run(broker, "send", dest, "a", "b", "c", "-p")
+    run(broker, "receive", dest, "--count", "1")
+    r = run(broker, "stat", name)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["destination", "size", "enqueued", "dequeued", "consumers"]
+    assert lines[1].split() == [dest, "2", "3", "1", "0"]
+    r = run(broker, "stat", name, "--json")
+    [row] = json.loads(r.stdout)
+    assert row["destinationName"] == "queue://" + name and row["size"] == 2
+
+
+def test_stat_wildcard_and_topics(broker):
+    prefix = unique("w")
+    for leaf in ("a", "b"):
+        run(broker, "send", "/queue/%s.%s" % (prefix, leaf), "x")
+    run(broker, "send", "/topic/%s.t" % prefix, "x")
+    r = run(broker, "stat", prefix + ".>")
+    names = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+    assert names == ["/queue/%s.a" % prefix, "/queue/%s.b" % prefix]
+    r = run(broker, "stat", prefix + ".>", "--topics")
+    names = [line.split()[0] for line in r.stdout.decode().splitlines()[1:]]
+    assert "/topic/%s.t" % prefix in names and len(names) == 3
+
+
+def test_purge(broker):
+    dest = "/queue/" + unique()
+    run(broker, "send", dest, "x", "--count", "5", "-p")
+    r = run(broker, "purge", dest)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().strip() == "purged 5 message(s) from %s" % dest
+    assert run(broker, "receive", dest, "--count", "1", "--timeout", "0.3").returncode == 3
+    r = run(broker, "purge", "/queue/" + unique("nope"))
+    assert r.returncode == 1 and b"no such queue" in r.stderr
