@@ -180,9 +180,11 @@ class Broker:
         self._route(message, ops)
         return self._persist(ops)
 
-    def publish(self, messages: list[Message]) -> defer.Deferred:
+    def publish(self, messages: list[Message], durable: bool = True) -> defer.Deferred:
         """A client's send: the copies of one message (several for a composite destination),
-        routed as one atomic batch, unless it is a duplicate re-sent after a failover."""
+        routed as one atomic batch, unless it is a duplicate re-sent after a failover.
+        durable=False: nobody waits for a receipt, so the store need not sync for it (as
+        ActiveMQ's KahaDB does for a send that wants no response)."""
         first = messages[0]
         producer = None
         if PRODUCER_ID in first.properties:
@@ -207,7 +209,7 @@ class Broker:
         producer = producer and producer[:2]
         if producer is not None and first.persistent:
             ops.append(("producer", None, producer))
-        done.append(self._persist(ops))
+        done.append(self._persist(ops, durable))
         d = done[0] if len(done) == 1 else defer.gatherResults(done, consumeErrors=True)
         if producer is not None:
             self._track_write(producer[0], d)
@@ -304,11 +306,11 @@ class Broker:
         # removes the message the moment it is dispatched, and that remove must follow its add
         ops.append(("enqueue", queue, message))
 
-    def _persist(self, ops: list) -> defer.Deferred:
+    def _persist(self, ops: list, durable: bool = True) -> defer.Deferred:
         """Submit the store operations of one broker action as one atomic batch, then do its
         in-memory enqueues.  -> Deferred firing when the batch is durable."""
         store_ops = [op for op in ops if op[0] != "enqueue"]
-        d = self.store.transaction(store_ops) if store_ops else defer.succeed(None)
+        d = self.store.transaction(store_ops, durable=durable) if store_ops else defer.succeed(None)
         for op in ops:
             if op[0] == "enqueue":
                 op[1].enqueue(op[2])
@@ -428,7 +430,10 @@ class Broker:
 
     def consumed(self, source: MessageQueue, message: Message) -> None:
         """An auto-ack delivery: the message is gone from its queue."""
-        self._persist(self._consumed_ops(source, message)).addErrback(
+        # nobody waits for this remove: it need not be synced before anything (ActiveMQ does
+        # not sync acks that want no response either); after a crash the message may come
+        # back, marked redelivered
+        self._persist(self._consumed_ops(source, message), durable=False).addErrback(
             lambda f: log.failure("removing consumed message", f))
 
     def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
@@ -438,18 +443,19 @@ class Broker:
             return [("remove", source.store, message.message_id)]
         return []
 
-    def ack(self, consumer: Consumer, ack_ids: list[str]) -> defer.Deferred:
+    def ack(self, consumer: Consumer, ack_ids: list[str], durable: bool = True) -> defer.Deferred:
+        """durable=False: an ACK without receipt, whose remove need not be synced at once."""
         ops: list = []
         sources = set()
         for delivery in consumer.take(ack_ids):
             ops.extend(self._consumed_ops(delivery.source, delivery.message))
             sources.add(delivery.source)
-        return self._persist_then_wake(ops, sources)
+        return self._persist_then_wake(ops, sources, durable)
 
-    def _persist_then_wake(self, ops: list, sources) -> defer.Deferred:
+    def _persist_then_wake(self, ops: list, sources, durable: bool = True) -> defer.Deferred:
         # the store hears of the removals before the queues look for more to dispatch: a
         # refill from the store must not find a message that was just acked
-        d = self._persist(ops)
+        d = self._persist(ops, durable)
         for source in sources:
             source.wake()
         return d

@@ -282,7 +282,7 @@ class StompSession:
         producer_id = message.properties.get(PRODUCER_ID)
         if producer_id is not None:
             self.producer_ids.add(producer_id)
-        self._receipt(receipt, self.broker.publish(copies))
+        self._receipt(receipt, self.broker.publish(copies, durable=receipt is not None))
 
     def _build_message(self, frame, destination: Destination) -> Message:
         h = frame.headers
@@ -440,7 +440,8 @@ class StompSession:
             self.broker.tx_ack(tx, consumer, ids, kind)
             self._receipt(receipt)
             return
-        done = self.broker.ack(consumer, ids) if kind == "ack" else self.broker.nack(consumer, ids)
+        done = (self.broker.ack(consumer, ids, durable=receipt is not None) if kind == "ack"
+                else self.broker.nack(consumer, ids))
         self._receipt(receipt, done)
 
     # == transactions =======================================================================
