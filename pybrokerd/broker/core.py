@@ -433,8 +433,10 @@ class Broker:
         # nobody waits for this remove: it need not be synced before anything (ActiveMQ does
         # not sync acks that want no response either); after a crash the message may come
         # back, marked redelivered
-        self._persist(self._consumed_ops(source, message), durable=False).addErrback(
-            lambda f: log.failure("removing consumed message", f))
+        ops = self._consumed_ops(source, message)
+        if ops:
+            self.store.transaction(ops, durable=False).addErrback(
+                lambda f: log.failure("removing consumed message", f))
 
     def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
         source.dequeue_count += 1

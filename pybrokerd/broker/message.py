@@ -47,7 +47,7 @@ class Message:
     __slots__ = ("message_id", "destination", "properties", "body", "persistent", "priority",
                  "expires", "timestamp", "correlation_id", "reply_to", "type", "is_bytes",
                  "redelivery_count", "original_destination", "user_id", "group_id", "group_seq",
-                 "scheduled_job_id", "producer_seq", "seq", "map_body")
+                 "scheduled_job_id", "producer_seq", "seq", "map_body", "wire")
 
     def __init__(self, message_id: str, destination: Destination, body: bytes = b"", *,
                  properties: dict | None = None, persistent: bool = False,
@@ -84,12 +84,17 @@ class Message:
         # {name: value}, rendered per subscription by the protocol (STOMP: its `transformation`
         # header); `body` is then unused.  Never stored: such messages are non-persistent.
         self.map_body: dict | None = None
+        # a protocol's encoding of the parts of this message every subscriber gets alike
+        # (STOMP: the header lines around `subscription`/`ack`, and the body): encoded once
+        # for a topic's many subscribers.  Keyed by the protocol's own key; never stored.
+        self.wire = None
 
     def copy(self, **changes) -> "Message":
         clone = Message.__new__(Message)
         for name in Message.__slots__:
             setattr(clone, name, getattr(self, name))
         clone.properties = dict(self.properties)
+        clone.wire = None
         for name, value in changes.items():
             setattr(clone, name, value)
         return clone

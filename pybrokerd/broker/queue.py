@@ -93,6 +93,7 @@ class Consumer:
         self.closed = False
         self.implicit_id = False  # STOMP 1.0 SUBSCRIBE without an id
         self.transformation = None  # STOMP: how map messages are rendered for it
+        self.wire_line = None  # the protocol's encoding of its subscription header (cache)
 
     def has_credit(self) -> bool:
         if self.closed or not self.session.writable:

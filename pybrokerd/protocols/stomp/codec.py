@@ -17,6 +17,7 @@ __all__ = [
     "Frame",
     "FrameParser",
     "serialize",
+    "header_lines",
     "escape_header",
     "unescape_header",
 ]
@@ -95,26 +96,32 @@ _NOT_ESCAPED = frozenset(("CONNECT", "STOMP"))  # the spec exempts these (1.0 cl
 def serialize(command: str, headers, body: bytes = b"", version: str = "1.2") -> bytes:
     # CONNECTED is exempt from escaping, mirroring CONNECT on the way in.
     esc = "1.0" if command == "CONNECTED" else version
+    return b"".join(((command + "\n" + header_lines(headers, esc) + "\n").encode("utf-8"),
+                     body, b"\x00\n"))
+
+
+def header_lines(headers, version: str = "1.2") -> str:
+    """'name:value\n' for each header, escaped for `version` (a dict or (name, value) pairs)."""
     items = headers.items() if isinstance(headers, dict) else headers
-    if esc == "1.0":
-        text = "".join([f"{command}\n", *(f"{name}:{value}\n" for name, value in items), "\n"])
-        return b"".join((text.encode("utf-8"), body, b"\x00\n"))
-    joined = "\x01".join([f"{name}\x00{value}" for name, value in items])
+    if version == "1.0":
+        return "".join([f"{name}:{value}\n" for name, value in items])
     n = len(items)
-    if joined.count("\x00") != n or joined.count("\x01") != max(n - 1, 0):
-        return _serialize_slow(command, items, body, esc)  # a header holds \x00 or \x01
+    if not n:
+        return ""
+    joined = "\x01".join([f"{name}\x00{value}" for name, value in items])
+    if joined.count("\x00") != n or joined.count("\x01") != n - 1:
+        # a header holds \x00 or \x01 itself: escape header by header
+        return "".join([f"{escape_header(str(name), version)}:{escape_header(str(value), version)}\n"
+                        for name, value in items])
     # str.replace scans in C at memchr speed; a translate table with multi-character
     # replacements walks the string one dict lookup per character
     if "\\" in joined:
         joined = joined.replace("\\", "\\\\")
     if "\n" in joined:
         joined = joined.replace("\n", "\\n")
-    if "\r" in joined and esc != "1.1":
+    if "\r" in joined and version != "1.1":
         joined = joined.replace("\r", "\\r")
-    text = joined.replace(":", "\\c").replace("\x00", ":").replace("\x01", "\n")
-    if n:
-        return b"".join((f"{command}\n{text}\n\n".encode("utf-8"), body, b"\x00\n"))
-    return b"".join((f"{command}\n\n".encode("utf-8"), body, b"\x00\n"))
+    return joined.replace(":", "\\c").replace("\x00", ":").replace("\x01", "\n") + "\n"
 
 
 def _serialize_slow(command, items, body, esc):

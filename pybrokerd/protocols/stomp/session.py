@@ -28,7 +28,8 @@ from pybrokerd.broker.destination import (
 from pybrokerd.broker.message import DEFAULT_PRIORITY, Message
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
-from pybrokerd.protocols.stomp.codec import FrameError, FrameParser, Limits, serialize
+from pybrokerd.protocols.stomp.codec import (
+    FrameError, FrameParser, Limits, header_lines, serialize)
 from pybrokerd.protocols.stomp.mapmessage import render as render_map
 from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
 from scheduler.scheduler import parse as parse_schedule
@@ -47,6 +48,7 @@ _NOT_PROPERTIES = frozenset((
 
 # ActiveMQ keeps message groups to itself: these are not echoed on MESSAGE frames.
 _NOT_ECHOED = frozenset(("JMSXGroupID", "JMSXGroupSeq"))
+
 
 _PREFIX_OF = {QUEUE: "/queue/", TOPIC: "/topic/", TEMP_QUEUE: "/temp-queue/", TEMP_TOPIC: "/temp-topic/"}
 _TEMP_PREFIXES = {"/temp-queue/": TEMP_QUEUE, "/temp-topic/": TEMP_TOPIC}
@@ -495,6 +497,38 @@ class StompSession:
         return "%s:%d" % (self.connection_id, next(self._ack_seq))
 
     def deliver(self, consumer: Consumer, message: Message, ack_id: str | None) -> None:
+        if message.map_body is not None or consumer.implicit_id or self._temp_names:
+            self._emit(self._message_frame(consumer, message, ack_id))
+            return
+        # the frame around `subscription` and `ack` is the same for every subscriber of this
+        # protocol version: encode it once (a topic's fan-out reuses the bytes)
+        key = (self.version, message.redelivery_count)
+        wire = message.wire
+        if wire is None or wire[0] != key:
+            wire = message.wire = (key, *self._message_parts(message))
+        sub_line = consumer.wire_line
+        if sub_line is None:
+            sub_line = consumer.wire_line = header_lines(
+                {"subscription": consumer.subscription_id}, self.version).encode("utf-8")
+        if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
+            ack_line = header_lines({"ack": ack_id}, "1.2").encode("utf-8")
+            self._emit(b"".join((b"MESSAGE\n", wire[1], sub_line, ack_line, wire[2])))
+        else:
+            self._emit(b"".join((b"MESSAGE\n", wire[1], sub_line, wire[2])))
+
+    def _message_parts(self, message: Message) -> tuple[bytes, bytes]:
+        """(standard header lines, property lines + blank line + body + NUL) of a MESSAGE."""
+        h = self._standard_headers(message)
+        rest = {k: v for k, v in message.properties.items()
+                if k not in _NOT_ECHOED and k not in h}
+        body = message.body
+        if message.is_bytes or b"\x00" in body:
+            rest["content-length"] = str(len(body))
+        return (header_lines(h, self.version).encode("utf-8"),
+                b"".join(((header_lines(rest, self.version) + "\n").encode("utf-8"), body,
+                          b"\x00\n")))
+
+    def _standard_headers(self, message: Message) -> dict:
         h = {"message-id": message.message_id,
              "destination": self.stomp_name(message.destination)}
         if message.correlation_id is not None:
@@ -513,6 +547,12 @@ class StompSession:
             h["original-destination"] = self.stomp_name(message.original_destination)
         if message.persistent:
             h["persistent"] = "true"
+        return h
+
+    def _message_frame(self, consumer: Consumer, message: Message, ack_id: str | None) -> bytes:
+        """A MESSAGE frame built afresh (map messages, temporary destination names, 1.0
+        subscriptions without id)."""
+        h = self._standard_headers(message)
         h["subscription"] = consumer.subscription_id
         if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
             h["ack"] = ack_id
@@ -526,7 +566,7 @@ class StompSession:
             h["content-length"] = str(len(body))
         if consumer.implicit_id:
             del h["subscription"]  # ActiveMQ: a 1.0 SUBSCRIBE without id gets none back
-        self._emit(serialize("MESSAGE", h, body, self.version))
+        return serialize("MESSAGE", h, body, self.version)
 
     def _emit(self, data: bytes) -> None:
         """A MESSAGE frame: held back while this connection's own frame is being answered."""
