@@ -376,3 +376,42 @@ def test_twisted_client_fails_over_resubscribes_and_resends(tmp_path):
     finally:
         for b in brokers:
             b.kill()
+
+
+def test_endless_reconnecting_is_not_silent(caplog):
+    """ActiveMQ's default retries for ever; we retry too, but say so every 10 attempts."""
+    url = ("failover:(tcp://127.0.0.1:%d)?initialReconnectDelay=1&maxReconnectDelay=1"
+           "&startupMaxReconnectAttempts=25" % free_port())
+    with caplog.at_level("WARNING", logger="pybrokerd.client"):
+        with pytest.raises(ConnectFailed):
+            connect(url)
+    warnings = [r.getMessage() for r in caplog.records if "still no broker" in r.getMessage()]
+    assert len(warnings) == 2 and "after 10 attempts" in warnings[0]
+
+
+def test_durable_topic_subscription_survives_failover(tmp_path):
+    """Re-subscribed with the same client-id and durable name, the subscription gets what
+    was published while the client was failing over."""
+    brokers = start_master_and_slaves(shared_dir_brokers(tmp_path))
+    url = ("failover:(tcp://127.0.0.1:%d,tcp://127.0.0.1:%d)?initialReconnectDelay=10"
+           "&maxReconnectDelay=100&randomize=false" % tuple(b.fixed_port for b in brokers))
+    topic = "/topic/" + unique()
+    try:
+        with connect(url, client_id=unique("durable")) as c:
+            stream = c.subscribe(topic, ack="client-individual",
+                                 headers={"activemq.subscriptionName": "audit"})
+            with connect(url) as p:
+                p.send(topic, "before", persistent=True)
+                first = stream.receive(timeout=5)
+                assert first.text == "before"
+                first.ack()
+                brokers[0].kill()
+                p.send(topic, "during", persistent=True)  # waits for the new master
+            assert wait_until(lambda: c.failovers == 1, 10)
+            second = stream.receive(timeout=10)
+            assert second is not None and second.text == "during"
+            second.ack()
+            assert stream.receive(timeout=0.3) is None  # "before" was acked: not again
+    finally:
+        for b in brokers:
+            b.kill()

@@ -15,8 +15,8 @@ failover; the application's threads call in freely.  State is the same sans-I/O
 
 from __future__ import annotations
 
-import collections
 import itertools
+import logging
 import queue
 import socket
 import ssl
@@ -27,9 +27,13 @@ from pybrokerd.client.core import (
     BrokerErrorFrame, ClientCore, ClientError, ConnectFailed, Connected, ConnectionLost,
     Delivered, ErrorReceived, FailoverTimeout, Receipted, endpoint_order)
 from pybrokerd.client.url import attempt_limit, parse_url, reconnect_delays
+
+WARN_AFTER_ATTEMPTS = 10  # as ActiveMQ's warnAfterReconnectAttempts
 from pybrokerd.protocols.stomp.codec import FrameError
 
 __all__ = ["connect", "BlockingClient", "MessageStream"]
+
+_log = logging.getLogger("pybrokerd.client")
 
 _END = object()
 
@@ -212,6 +216,10 @@ class BlockingClient:
             attempts += 1
             if limit is not None and attempts > limit:
                 break
+            if attempts % WARN_AFTER_ATTEMPTS == 0:
+                _log.warning("still no broker after %d attempts (%s); retrying (set "
+                             "maxReconnectAttempts or startupTimeout to give up)",
+                             attempts, "; ".join(errors[-len(url.endpoints):]))
             if (not self._connected_before and options.startup_timeout >= 0
                     and (time.monotonic() - started) * 1000 >= options.startup_timeout):
                 break

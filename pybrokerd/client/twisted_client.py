@@ -24,6 +24,8 @@ from pybrokerd.client.core import (
     BrokerErrorFrame, ClientCore, ClientError, ConnectFailed, Connected, ConnectionLost,
     Delivered, ErrorReceived, FailoverTimeout, Receipted, endpoint_order)
 from pybrokerd.client.url import attempt_limit, parse_url, reconnect_delays
+
+WARN_AFTER_ATTEMPTS = 10  # as ActiveMQ's warnAfterReconnectAttempts
 from pybrokerd.protocols.stomp.codec import FrameError
 
 log = Logger()
@@ -180,6 +182,10 @@ class StompClient:
             attempts += 1
             if limit is not None and attempts > limit:
                 break
+            if attempts % WARN_AFTER_ATTEMPTS == 0:
+                log.warn("still no broker after {n} attempts ({errors}); retrying (set "
+                         "maxReconnectAttempts or startupTimeout to give up)", n=attempts,
+                         errors="; ".join(errors[-len(url.endpoints):]))
             if (not self._connected_before and options.startup_timeout >= 0
                     and (time.monotonic() - started) * 1000 >= options.startup_timeout):
                 break
