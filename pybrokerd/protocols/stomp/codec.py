@@ -298,13 +298,24 @@ class FrameParser:
         version = self.version
         escaped = self._command not in _NOT_ESCAPED
         headers: dict[str, str] = {}
-        for start, end in self._lines:
-            name, _, value = _utf8(self._buf[start:end], "header line").partition(":")
-            if version == "1.0":
-                name, value = name.strip(), value.strip()
-            if escaped:
-                name, value = unescape_header(name, version), unescape_header(value, version)
-            headers.setdefault(name, value)
+        lines = self._lines
+        if lines:
+            # the header lines are contiguous: decode them in one go, then split
+            text = _utf8(self._buf[lines[0][0]:lines[-1][1]], "header line")
+            parts = text.split("\n")
+            if "\r" in text:
+                # a CR before each "\n" belongs to the line break (the last line's break is
+                # outside the region: its text is already complete)
+                parts = [p[:-1] if p.endswith("\r") else p for p in parts[:-1]] + parts[-1:]
+            strip = version == "1.0"
+            for line in parts:
+                name, _, value = line.partition(":")
+                if strip:
+                    name, value = name.strip(), value.strip()
+                if escaped and ("\\" in name or "\\" in value):
+                    name, value = unescape_header(name, version), unescape_header(value, version)
+                if name not in headers:
+                    headers[name] = value
         self._headers, self._headers_version = headers, version
 
     def _parse_content_length(self) -> int | None:

@@ -94,6 +94,7 @@ class StompSession:
         self.subscriptions: dict[str, Consumer] = {}
         self.transactions: dict[str, Transaction] = {}
         self.producer_ids: set[str] = set()  # stamped for duplicate suppression
+        self._dest_cache: dict[str, list] = {}  # destination header -> [Destination]
         self._temp: dict[tuple[str, str], Destination] = {}
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
@@ -252,7 +253,15 @@ class StompSession:
             if what == "SEND":
                 raise ProtocolError("SEND received without a Destination specified!")
             raise ProtocolError("%s received without a destination header" % what)
-        return [self._destination(prefix, name) for prefix, name in split_stomp(text)]
+        cached = self._dest_cache.get(text)
+        if cached is not None:
+            return cached
+        found = [self._destination(prefix, name) for prefix, name in split_stomp(text)]
+        if not any(d.is_temporary for d in found):
+            if len(self._dest_cache) >= 256:
+                self._dest_cache.clear()
+            self._dest_cache[text] = found
+        return found
 
     def _destination(self, prefix: str, name: str) -> Destination:
         kind = _TEMP_PREFIXES.get(prefix)
@@ -595,7 +604,9 @@ class StompSession:
 
     def _receipt(self, receipt: str | None, done: defer.Deferred | None = None) -> None:
         """Send RECEIPT once `done` fires, keeping receipts in the order of their frames."""
-        if receipt is None and done is None:
+        if receipt is None and (done is None or (done.called and not self._receipts)):
+            if done is not None:  # nothing to order against: only a failure is reported
+                done.addErrback(lambda f: self._error(self._failure_text(f)))
             return
         entry = [receipt, done is None or done.called, None]
         if done is not None and not done.called:
