@@ -74,11 +74,19 @@ class StoreView:
         return self.adapter.transaction([("remove", self, message_id)])
 
     def update(self, message):
-        """Rewrite a stored message in place (same position): used to remember that it was
-        delivered, so that after a crash it comes back with redelivered:true."""
+        """Rewrite a stored message in place (same position)."""
+        op = self._rewrite_op(message)
+        if op is None:
+            return defer.succeed(None)
+        return self.adapter._submit([op], durable=False)
+
+    def mark_delivered(self, message):
+        self.adapter._mark_delivered(self, message)
+
+    def _rewrite_op(self, message):
         entry = self.entries.get(message.message_id)
         if entry is None:
-            return defer.succeed(None)
+            return None
         if isinstance(entry, Unwritten):
             seq, self._bytes = entry.seq, self._bytes - len(entry.message.body)
         else:
@@ -86,8 +94,7 @@ class StoreView:
         rewritten = Unwritten(message, seq)
         self.entries[message.message_id] = rewritten
         self._bytes += len(message.body)
-        # only a hint for after a crash: nobody waits for it to be synced
-        return self.adapter._submit([("rewrite", self, rewritten)], durable=False)
+        return ("rewrite", self, rewritten)
 
     def recover(self, max_count, after=None, skip=None):
         key = self.name
@@ -153,6 +160,8 @@ class BatchingAdapter:
         self._subscriptions: dict[str, dict] = {}
         self._queues: set[str] = set()
         self._producers: dict[str, tuple] = {}
+        self._marks: dict = {}  # (store key, message id) -> (view, message) delivered
+        self._marks_call = None
         self._pending: list[_Pending] = []
         self._cond = threading.Condition()
         self._thread = None
@@ -211,6 +220,10 @@ class BatchingAdapter:
         self._thread.start()
 
     def close(self):
+        if self._marks_call is not None and self._marks_call.active():
+            self._marks_call.cancel()
+            self._flush_marks()
+        self._marks_call = None
         if self._thread is None:
             return defer.succeed(None)
         with self._cond:
@@ -221,6 +234,9 @@ class BatchingAdapter:
 
     def abandon(self):
         """Stop writing at once, without a final flush: another broker owns the files now."""
+        if self._marks_call is not None and self._marks_call.active():
+            self._marks_call.cancel()
+        self._marks_call = None
         with self._cond:
             self._pending = []
             self._abandoned = True
@@ -269,6 +285,26 @@ class BatchingAdapter:
     def producers(self):
         return dict(self._producers)
 
+    # -- delivery marks: batched, and mostly cancelled by the ack that follows --------------
+    mark_delay = 0.2  # seconds a delivery mark waits for its message's ack
+
+    def _mark_delivered(self, view, message):
+        self._marks[(view.name, message.message_id)] = (view, message)
+        if self._marks_call is None:
+            self._marks_call = self.reactor.callLater(self.mark_delay, self._flush_marks)
+
+    def _flush_marks(self):
+        self._marks_call = None
+        marks, self._marks = self._marks, {}
+        ops = []
+        for view, message in marks.values():
+            if self._views.get(view.name) is view:
+                op = view._rewrite_op(message.copy(redelivery_count=max(message.redelivery_count, 1)))
+                if op is not None:
+                    ops.append(op)
+        if ops:
+            self._submit(ops, durable=False)
+
     def transaction(self, operations, durable=True):
         ops = []
         for op, view, arg in operations:
@@ -289,6 +325,8 @@ class BatchingAdapter:
                 view._bytes += len(arg.body)
                 ops.append(("add", view, entry))
             else:
+                if self._marks:
+                    self._marks.pop((view.name, arg), None)
                 entry = view.entries.pop(arg, None)
                 if entry is None:
                     continue

@@ -26,6 +26,11 @@ class IMessageStore(Interface):
     def update(message):
         """Rewrite a stored message (its redelivery count changed). -> Deferred."""
 
+    def mark_delivered(message):
+        """Remember, lazily, that a message was delivered, so that after a crash it comes
+        back with redelivered:true.  A store may wait a moment and drop the mark when the
+        message is removed meanwhile (the usual case: it is acked at once).  No result."""
+
     def recover(max_count, after=None, skip=None):
         """Up to max_count messages in arrival order, starting after message id `after`, and
         leaving out the ids in the container `skip` (the broker's paging passes the ids it

@@ -217,8 +217,11 @@ def test_unacked_messages_come_back_redelivered_after_a_crash(tmp_path, store):
         c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client",
                                 "activemq.prefetchSize": "1"})
         assert c.recv_command("MESSAGE").body == b"seen"
-        # the delivery is remembered by a store write right behind the dispatch; the store
-        # writes in order, so once a later persistent send is receipted, that write is on disk
+        # a delivery still unacked after mark_delay (0.2 s) is remembered by a store write
+        # (earlier acks cancel it: no write at all); the store writes in order, so once a
+        # later persistent send is receipted, that write is on disk.  The time is what is
+        # being tested here, hence the sleep (with a wide margin for a loaded machine).
+        time.sleep(1.0)
         c.receipt("SEND", {"destination": "/queue/" + unique(), "persistent": "true"}, b"sync")
         proc = restart(proc)  # kill -9 with "seen" delivered and unacked
         c = client(proc)

@@ -262,3 +262,22 @@ def test_non_durable_batches_are_written_and_synced_soon(open_store, name):
         store = adapter.queue_store("q")
     assert [m.message_id for m in (yield store.recover(10))] == \
         ["ID:test-%d" % i for i in (0, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_delivery_marks_are_written_late_and_cancelled_by_a_remove(open_store, name):
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    for i in range(3):
+        yield store.add(message(i))
+    batches = adapter.batches
+    store.mark_delivered((yield store.get("ID:test-0")))
+    store.mark_delivered((yield store.get("ID:test-1")))
+    yield store.remove("ID:test-1")  # acked before the mark was due: no rewrite at all
+    yield deferLater(reactor, adapter.mark_delay * 3, lambda: None)
+    assert adapter.batches == batches + 2  # the remove, then one batch with one rewrite
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(10)
+    assert [(m.message_id, m.redelivery_count) for m in got] == [
+        ("ID:test-0", 1), ("ID:test-2", 0)]

@@ -115,7 +115,7 @@ class Consumer:
             if message.persistent and not message.redelivery_count and source.store is not None:
                 # remember the delivery in the store: after a crash the message comes back
                 # with redelivered:true (ActiveMQ forgets it)
-                source.store.update(message.copy(redelivery_count=1))
+                source.store.mark_delivered(message)
         source.dispatched_count += 1
         # ActiveMQ's "enqueue time": how long a message waited before it was dispatched
         source.dispatch_time.add(now_ms() - message.timestamp)
