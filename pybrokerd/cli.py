@@ -365,6 +365,22 @@ def cmd_scheduled(args):
             print("removed all scheduled jobs")
 
 
+def cmd_passwd(args):
+    """Print a password hash for the [users] section of the broker's config file."""
+    from pybrokerd.security import hash_password
+    if sys.stdin.isatty():
+        import getpass
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise CommandError("the two passwords differ", EXIT_USAGE)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("empty password", EXIT_USAGE)
+    line = hash_password(password)
+    print("%s = %s" % (args.user, line) if args.user else line)
+
+
 # -- argument parsing ----------------------------------------------------------------------
 
 def build_parser():
@@ -430,6 +446,11 @@ def build_parser():
     p.add_argument("ids", nargs="*", metavar="JOB_ID")
     p.add_argument("--timeout", "-t", type=float, default=10.0)
     p.set_defaults(func=cmd_scheduled)
+
+    p = sub.add_parser("passwd", help="print a password hash for the broker's [users] section "
+                                      "(reads the password from the terminal or stdin)")
+    p.add_argument("user", nargs="?", help="print a complete 'user = hash' line")
+    p.set_defaults(func=cmd_passwd)
     return parser
 
 

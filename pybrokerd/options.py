@@ -6,6 +6,7 @@ import os
 from twisted.python import usage
 
 from pybrokerd import __version__
+from pybrokerd.security import ConfigError, Security
 
 NOT_YET = {
     "amqp": "AMQP 1.0 listener",
@@ -29,6 +30,8 @@ class Options(usage.Options):
     optFlags = [
         ["prioritized-messages", None, "dispatch higher JMS priority first (default: FIFO, as ActiveMQ)"],
         ["version", None, "print the version and exit"],
+        ["anonymous", None, "let clients in without credentials even when users are "
+                            "configured (the default only when there are none)"],
     ]
     optParameters = [
         ["store", None, "kahadb", "persistence store: kahadb (journal), lmdb, leveldb, memory"],
@@ -76,8 +79,13 @@ class Options(usage.Options):
             # second broker started from the same directory (a master/slave pair on one host).
             # An explicit --pidfile is kept.
             parent["pidfile"] = ""
+        self.security = None
         if self["config"]:
             self._apply_config(self["config"])
+        if self.security is None:
+            self.security = Security(anonymous=True)
+        elif self["anonymous"]:
+            self.security.anonymous = True
         for key, what in NOT_YET.items():
             if (self[key] or "none").lower() != "none":
                 raise usage.UsageError("--%s: the %s is not implemented yet; use --%s=none"
@@ -103,7 +111,8 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat-grace must be at least 1.0")
 
     def _apply_config(self, path):
-        parser = configparser.ConfigParser()
+        # strict=False: the security sections below are read by their own parser
+        parser = configparser.ConfigParser(strict=False)
         try:
             with open(path) as f:
                 parser.read_file(f)
@@ -113,6 +122,16 @@ class Options(usage.Options):
             raise usage.UsageError("--config: %s is not a valid INI file: %s" % (path, e))
         if not parser.has_section("pybrokerd"):
             raise usage.UsageError("--config: %s has no [pybrokerd] section" % path)
+        # users, groups and authorization entries: keys keep their case and may hold ':'
+        sections = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        sections.optionxform = str
+        try:
+            with open(path) as f:
+                sections.read_file(f)
+            self.security = Security.from_ini(sections, anonymous=True if self["anonymous"] else None,
+                                              where=path)
+        except (configparser.Error, ConfigError) as e:
+            raise usage.UsageError("--config: %s" % e)
         defaults = Options()
         known = {p[0]: p for p in self.optParameters}
         flags = {f[0] for f in self.optFlags}

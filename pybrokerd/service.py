@@ -82,6 +82,14 @@ class BrokerService(service.Service):
                              page_size=opts["page-size"],
                              redelivery_delay=opts["redelivery-delay"],
                              redelivery_backoff=opts["redelivery-backoff"])
+        security = getattr(opts, "security", None)
+        if security is not None:
+            self.broker.security = security
+            log.info("security: {users} user(s); anonymous clients {anonymous}; authorization "
+                     "{authz}", users=len(security.users),
+                     anonymous="allowed" if security.anonymous else "refused",
+                     authz=("%d entries" % len(security.entries)) if security.entries is not None
+                     else "off (every client may do everything)")
         await self.broker.start()
         data_dir = opts.get("data-dir") or opts["dir"]
         self.broker.management.data_directory = os.path.realpath(data_dir)

@@ -20,6 +20,7 @@ from pybrokerd.broker.destination import (
 from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
+from pybrokerd.security import Security
 from scheduler.scheduler import is_management, is_scheduled
 
 log = Logger()
@@ -78,6 +79,7 @@ class Broker:
         self._expiry_interval = expiry_check_interval
         self._expiry_loop = None
         self.scheduler = None  # set by the service: delayed and cron messages
+        self.security = Security()  # set by the service from the config: allows everything
         from pybrokerd.broker.management import Management  # (it imports this module)
         self.management = Management(self)  # statistics and purge destinations
         # producer id -> highest sequence seen, least recently used first
@@ -116,6 +118,11 @@ class Broker:
             self._expiry_loop.stop()
 
     # -- connections ---------------------------------------------------------------------
+    def authenticate(self, login, passcode) -> defer.Deferred:
+        """-> Deferred Principal, or a SecurityError failure (hashing runs in a thread)."""
+        from twisted.internet import threads
+        return threads.deferToThread(self.security.authenticate, login, passcode)
+
     def connect(self, session, client_id: str | None) -> None:
         if client_id is not None:
             if client_id in self.client_ids:

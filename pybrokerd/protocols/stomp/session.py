@@ -22,6 +22,8 @@ from zope.interface import implementer
 
 from pybrokerd import __version__
 from pybrokerd.broker.core import PRODUCER_ID, BrokerError, Transaction
+from pybrokerd.broker.management import PURGE, STATISTICS
+from pybrokerd.security import SecurityError
 from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
@@ -37,6 +39,7 @@ from scheduler.scheduler import parse as parse_schedule
 log = Logger()
 
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
+AUTH_FAILURE_DELAY = 0.5  # seconds before a refused CONNECT is answered
 CLIENT_COMMANDS = frozenset(("CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK",
                              "BEGIN", "COMMIT", "ABORT", "DISCONNECT"))
 
@@ -48,6 +51,13 @@ _NOT_PROPERTIES = frozenset((
 
 # ActiveMQ keeps message groups to itself: these are not echoed on MESSAGE frames.
 _NOT_ECHOED = frozenset(("JMSXGroupID", "JMSXGroupSeq"))
+
+
+def _is_admin_destination(dest: Destination) -> bool:
+    """Management destinations: the scheduler's, the statistics plugin's, purge."""
+    name = dest.name
+    return (name.startswith((STATISTICS, PURGE))
+            or name.lower().startswith("activemq.scheduler.management"))
 
 
 _PREFIX_OF = {QUEUE: "/queue/", TOPIC: "/topic/", TEMP_QUEUE: "/temp-queue/", TEMP_TOPIC: "/temp-topic/"}
@@ -94,6 +104,8 @@ class StompSession:
         self.subscriptions: dict[str, Consumer] = {}
         self.transactions: dict[str, Transaction] = {}
         self.producer_ids: set[str] = set()  # stamped for duplicate suppression
+        self.principal = None        # who authenticated (pybrokerd.security.Principal)
+        self._waiting = None         # frames that arrived while CONNECT was being checked
         self._dest_cache: dict[str, list] = {}  # destination header -> [Destination]
         self._temp: dict[tuple[str, str], Destination] = {}
         self._temp_names: dict[Destination, str] = {}
@@ -121,6 +133,9 @@ class StompSession:
                 return
             if frame is None:
                 return
+            if self._waiting is not None:
+                self._waiting.append(frame)  # the CONNECT is still being authenticated
+                continue
             self._handle(frame)
 
     def _handle(self, frame) -> None:
@@ -157,16 +172,60 @@ class StompSession:
 
     # == CONNECT ============================================================================
     def on_connect(self, frame, receipt) -> None:
-        if self.connected:
+        if self.connected or self._waiting is not None:
             raise ProtocolError("Already connected.")
         headers = frame.headers
         self.version = self._negotiate(headers.get("accept-version"))
+        self._parse_heartbeat(headers.get("heart-beat"))
+        security = self.broker.security
+        login, passcode = headers.get("login"), headers.get("passcode")
+        if not security.users:
+            # nothing to check (no users configured): no hashing, no delay
+            self._connected(frame, receipt, security.authenticate_anonymous(login))
+            return
+        # password hashing is slow on purpose: off the reactor thread, frames that follow
+        # wait for the verdict
+        self._waiting = []
+        self.broker.authenticate(login, passcode).addCallbacks(
+            lambda principal: self._authenticated(frame, receipt, principal),
+            lambda failure: self._refused(failure, receipt))
+
+    def _authenticated(self, frame, receipt, principal) -> None:
+        waiting, self._waiting = self._waiting, None
+        if self.closing:
+            return
+        self._held = []
+        try:
+            self._connected(frame, receipt, principal)
+        except ProtocolError as e:
+            self._error(str(e), receipt=receipt, fatal=e.fatal)
+        finally:
+            held, self._held = self._held, None
+            for data in held:
+                self._send(data)
+        for queued in waiting:
+            if self.closing:
+                return
+            self._handle(queued)
+
+    def _refused(self, failure, receipt) -> None:
+        if failure.check(SecurityError) is None:
+            log.failure("authenticating {connection}", failure, connection=self.connection_id)
+        text = str(failure.value) if failure.check(SecurityError) else "Authentication failed"
+        log.info("STOMP {connection} from {peer}: {reason}", connection=self.connection_id,
+                 peer=self.peer, reason=text)
+        # a small delay before the answer slows down password guessing
+        self.clock.callLater(AUTH_FAILURE_DELAY, self._error, text, receipt, True)
+
+    def _connected(self, frame, receipt, principal) -> None:
+        headers = frame.headers
         client_beats = self._parse_heartbeat(headers.get("heart-beat"))
         client_id = headers.get("client-id") or None
         try:
             self.broker.connect(self, client_id)
         except BrokerError as e:
             raise ProtocolError(str(e), fatal=True)
+        self.principal = principal
         self.client_id = client_id
         self.connected = True
         self.parser.version = self.version
@@ -277,11 +336,33 @@ class StompSession:
     def stomp_name(self, dest: Destination) -> str:
         return self._temp_names.get(dest) or dest.stomp()
 
+    def _authorize(self, operation: str, destinations) -> None:
+        """Raise BrokerError (ActiveMQ's text) unless the principal may do `operation`
+        ("read" or "write") on every destination; creating a queue that does not exist yet
+        and the management destinations need "admin" as well."""
+        security = self.broker.security
+        if security.entries is None:
+            return
+        for dest in destinations:
+            kind = "queue" if dest.is_queue else "topic"
+            checks = [operation]
+            if _is_admin_destination(dest):
+                checks.append("admin")
+            elif dest.is_queue and not dest.is_temporary and not dest.is_wildcard \
+                    and dest not in self.broker.queues:
+                checks.append("admin")  # it would be created
+            try:
+                for op in checks:
+                    security.check(self.principal, op, kind, dest.name, dest.is_temporary)
+            except SecurityError as e:
+                raise BrokerError(str(e)) from None
+
     # == SEND ===============================================================================
     def on_send(self, frame, receipt) -> None:
         headers = frame.headers
         destinations = self._destinations(headers.get("destination"), "SEND")
         tx = self._transaction(headers.get("transaction")) if "transaction" in headers else None
+        self._authorize("write", destinations)
         message = self._build_message(frame, destinations[0])
         if any(name in message.properties for name in SCHEDULING_HEADERS):
             parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
@@ -335,6 +416,7 @@ class StompSession:
         ack_mode = h.get("ack", AUTO)
         if ack_mode not in ACK_MODES:
             raise ProtocolError("Invalid ack mode %r: use auto, client or client-individual" % ack_mode)
+        self._authorize("read", destinations)
         selector_text = (h.get("selector") or "").strip()
         selector = compile_selector(selector_text) if selector_text else None
         if h.get("browser", "").lower() == "true":
