@@ -157,6 +157,12 @@ def _utf8(raw, what: str) -> str:
         raise FrameError(f"Invalid UTF-8 in {what} [{_excerpt(raw)}]") from None
 
 
+# a command line holds printable text; control bytes mean binary data (TLS on a plain port,
+# garbage): refused at once instead of waiting for a line end that may never come
+_CONTROL = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x1f\x7f]")
+_NOT_STOMP = "Not a STOMP frame: binary data where a command was expected (TLS on a plain port?)"
+
+
 class FrameParser:
     """Incremental STOMP frame parser.
 
@@ -167,8 +173,11 @@ class FrameParser:
     are never rescanned: total work is linear in the stream length.
     """
 
-    def __init__(self, limits: Limits | None = None):
+    def __init__(self, limits: Limits | None = None, commands=None):
         self.limits = limits or Limits()
+        # the commands this side accepts: anything else is refused as soon as its command
+        # line is complete, without waiting for a body that may never come (an HTTP request)
+        self.commands = commands
         self.version = "1.0"
         self._buf = bytearray()
         self._error: FrameError | None = None
@@ -208,12 +217,18 @@ class FrameParser:
                 line = self._line(limits.max_command_length, "command length")
                 if line is None:
                     self._drop_heartbeats()
+                    if _CONTROL.search(self._buf, self._pos):
+                        raise FrameError(_NOT_STOMP)  # binary data will never make a frame
                     return None
                 start, end = line
                 if end > start:
                     break
                 # An empty line between frames is a heart-beat.
+            if _CONTROL.search(self._buf, start, end):
+                raise FrameError(_NOT_STOMP)
             self._command = _utf8(self._buf[start:end], "command")
+            if self.commands is not None and self._command not in self.commands:
+                raise FrameError("Unknown STOMP action: %s" % _excerpt(self._buf[start:end]))
             self._drop_heartbeats(start)
             self._phase = _HEADERS
 

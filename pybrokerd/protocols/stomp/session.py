@@ -93,7 +93,7 @@ class StompSession:
         self.link = link
         self.clock = clock
         self.config = config or StompConfig()
-        self.parser = FrameParser(self.config.limits)
+        self.parser = FrameParser(self.config.limits, commands=CLIENT_COMMANDS)
         self.connection_id = id_generator.connection_id()
         self.version = "1.0"
         self.connected = False
