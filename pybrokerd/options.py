@@ -66,6 +66,10 @@ class Options(usage.Options):
         ["max-header-length", None, 10240, "STOMP header line limit (bytes)", int],
         ["max-headers", None, 1000, "STOMP header count limit", int],
         ["max-body-length", None, 100 * 1024 * 1024, "STOMP body limit (bytes)", int],
+        ["max-connections", None, 1000, "open client connections at most (0: no limit)", int],
+        ["max-connections-per-address", None, 0, "connections from one IP address at most "
+                                                 "(0: no limit)", int],
+        ["max-subscriptions", None, 0, "subscriptions per connection at most (0: no limit)", int],
     ]
 
     def opt_version(self):

@@ -107,7 +107,10 @@ class BrokerService(service.Service):
                           max_header_length=opts["max-header-length"],
                           max_headers=opts["max-headers"],
                           max_body_length=opts["max-body-length"]),
-            heartbeat_grace=opts["heartbeat-grace"], connect_timeout=opts["connect-timeout"])
+            heartbeat_grace=opts["heartbeat-grace"], connect_timeout=opts["connect-timeout"],
+            max_connections=opts.get("max-connections", 1000),
+            max_connections_per_address=opts.get("max-connections-per-address", 0),
+            max_subscriptions=opts.get("max-subscriptions", 0))
         ids = IdGenerator()
         if (opts["stomp"] or "none").lower() != "none":
             self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor, config=config)

@@ -4,6 +4,7 @@ from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pybrokerd.protocols.stomp.codec import serialize
 from pybrokerd.protocols.stomp.session import StompConfig, StompSession
 
 log = Logger()
@@ -15,18 +16,35 @@ class StompProtocol(protocol.Protocol):
 
     def connectionMade(self):
         factory = self.factory
+        peer = self.transport.getPeer()
+        self.address = getattr(peer, "host", "?")
+        refusal = factory.refusal(self.address)
+        if refusal is not None:
+            # a clear answer instead of a silent close (ActiveMQ just drops the socket)
+            log.warn("refusing a STOMP connection from {address}: {reason}",
+                     address=self.address, reason=refusal)
+            self.transport.write(serialize("ERROR", {"message": refusal}, (refusal + "\n").encode()))
+            self.transport.loseConnection()
+            return
+        factory.count(self.address, +1)
+        self.counted = True
         self.session = StompSession(factory.broker, self, clock=factory.clock,
                                     id_generator=factory.ids, config=factory.config)
-        peer = self.transport.getPeer()
         self.session.peer = "tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
         # The transport tells us when its send buffer is full: deliveries pause until it drains.
         self.transport.registerProducer(self, True)
         factory.sessions.add(self.session)
 
     def dataReceived(self, data):
-        self.session.data_received(data)
+        if self.session is not None:
+            self.session.data_received(data)
+
+    counted = False
 
     def connectionLost(self, reason=protocol.connectionDone):
+        if self.counted:
+            self.factory.count(self.address, -1)
+            self.counted = False
         if self.session is not None:
             self.factory.sessions.discard(self.session)
             self.session.connection_lost()
@@ -40,10 +58,12 @@ class StompProtocol(protocol.Protocol):
 
     # IPushProducer
     def pauseProducing(self):
-        self.session.pause_writing()
+        if self.session is not None:
+            self.session.pause_writing()
 
     def resumeProducing(self):
-        self.session.resume_writing()
+        if self.session is not None:
+            self.session.resume_writing()
 
     def stopProducing(self):
         pass
@@ -61,3 +81,25 @@ class StompFactory(protocol.Factory):
         self.clock = clock
         self.config = config or StompConfig()
         self.sessions = set()
+        self.connections = 0
+        self.per_address: dict[str, int] = {}
+
+    def refusal(self, address: str):
+        """Why a new connection from `address` is refused, or None."""
+        config = self.config
+        if config.max_connections and self.connections >= config.max_connections:
+            return ("Maximum connections (%d) reached: the broker refuses new connections "
+                    "until some close (--max-connections)" % config.max_connections)
+        limit = config.max_connections_per_address
+        if limit and self.per_address.get(address, 0) >= limit:
+            return ("Maximum connections from %s (%d) reached (--max-connections-per-address)"
+                    % (address, limit))
+        return None
+
+    def count(self, address: str, delta: int) -> None:
+        self.connections += delta
+        n = self.per_address.get(address, 0) + delta
+        if n > 0:
+            self.per_address[address] = n
+        else:
+            self.per_address.pop(address, None)

@@ -75,6 +75,9 @@ class StompConfig:
     queue_prefetch: int = 1000
     topic_prefetch: int = 32767
     durable_prefetch: int = 100
+    max_connections: int = 1000          # as ActiveMQ's shipped maximumConnections; 0: no limit
+    max_connections_per_address: int = 0  # 0: no limit (ActiveMQ has none)
+    max_subscriptions: int = 0            # per connection; 0: no limit
 
 
 class ProtocolError(Exception):
@@ -413,6 +416,10 @@ class StompSession:
             sub_id = h["destination"]
         if sub_id in self.subscriptions:
             raise ProtocolError("A subscription with id %r already exists on this connection" % sub_id)
+        limit = self.config.max_subscriptions
+        if limit and len(self.subscriptions) >= limit:
+            raise ProtocolError("Maximum subscriptions per connection (%d) reached: unsubscribe "
+                                "first, or raise --max-subscriptions" % limit)
         ack_mode = h.get("ack", AUTO)
         if ack_mode not in ACK_MODES:
             raise ProtocolError("Invalid ack mode %r: use auto, client or client-individual" % ack_mode)

@@ -1,0 +1,85 @@
+"""Connection and subscription limits: a clear ERROR, never a silent drop or a hang."""
+
+import pytest
+
+from support import BrokerProcess, RawStomp, unique, wait_until
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    broker = BrokerProcess("--max-connections=4", "--max-connections-per-address=3",
+                           "--max-subscriptions=2",
+                           directory=str(tmp_path_factory.mktemp("limits"))).start()
+    yield broker
+    broker.stop()
+
+
+def test_connections_per_address_then_in_total(limited):
+    clients = []
+    try:
+        for _ in range(3):
+            c = RawStomp(limited.port)
+            c.connect()
+            clients.append(c)
+        refused = RawStomp(limited.port)
+        frame = refused.recv(5)
+        assert frame.command == "ERROR"
+        assert frame.headers["message"] == ("Maximum connections from 127.0.0.1 (3) reached "
+                                            "(--max-connections-per-address)")
+        refused.wait_closed()
+        clients.pop().close()
+        # a slot is free again once the broker has seen the close
+        assert wait_until(lambda: _accepted(limited), 5)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _accepted(broker):
+    c = RawStomp(broker.port)
+    try:
+        c.connect()
+        return True
+    except (AssertionError, OSError, TimeoutError):
+        return False
+    finally:
+        c.close()
+
+
+def test_subscriptions_per_connection(limited):
+    c = RawStomp(limited.port)
+    c.connect()
+    for i in range(2):
+        assert c.receipt("SUBSCRIBE", {"destination": "/queue/" + unique(), "id": str(i)}).command == "RECEIPT"
+    denied = c.receipt("SUBSCRIBE", {"destination": "/queue/" + unique(), "id": "9"})
+    assert denied.command == "ERROR"
+    assert denied.headers["message"].startswith("Maximum subscriptions per connection (2) reached")
+    # still usable, and a slot frees up on UNSUBSCRIBE
+    c.receipt("UNSUBSCRIBE", {"id": "0"})
+    assert c.receipt("SUBSCRIBE", {"destination": "/queue/" + unique(), "id": "9"}).command == "RECEIPT"
+    c.close()
+
+
+def test_total_connections(limited):
+    import socket
+    socks = []
+    try:
+        for source in ("127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.3"):
+            s = socket.create_connection(("127.0.0.1", limited.port), source_address=(source, 0))
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\x00")
+            assert s.recv(4096).startswith(b"CONNECTED")
+            socks.append(s)
+        s = socket.create_connection(("127.0.0.1", limited.port), source_address=("127.0.0.4", 0))
+        s.settimeout(5)
+        reply = b""
+        while b"\x00" not in reply:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        assert reply.startswith(b"ERROR\n") and b"message:Maximum connections (4) reached" in reply
+        assert s.recv(4096) == b""  # closed
+        s.close()
+    finally:
+        for s in socks:
+            s.close()
