@@ -40,6 +40,10 @@ class Options(usage.Options):
         ["data-dir", None, None, "data directory for other state [default: --dir]"],
         ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
         ["stomp", None, "tcp:61613:interface=127.0.0.1", "STOMP listen address, or none"],
+        ["stomp-ssl", None, "none", "a second STOMP listener, usually TLS: "
+                                    "ssl:61614:privateKey=key.pem:certKey=cert.pem, or none"],
+        ["stomp-ssl-client-ca", None, None, "require TLS clients to present a certificate "
+                                            "signed by a CA in this PEM file"],
         ["amqp", None, "none", "AMQP 1.0 listen address, or none (not implemented yet)"],
         ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
         ["admin", None, "none", "admin HTTP listen address, or none (not implemented yet)"],

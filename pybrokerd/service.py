@@ -112,13 +112,20 @@ class BrokerService(service.Service):
             max_connections_per_address=opts.get("max-connections-per-address", 0),
             max_subscriptions=opts.get("max-subscriptions", 0))
         ids = IdGenerator()
-        if (opts["stomp"] or "none").lower() != "none":
-            self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor, config=config)
-            endpoint = endpoints.serverFromString(self.reactor, opts["stomp"])
+        # one factory for both STOMP listeners: the connection limits count them together
+        for label, address in (("STOMP", opts["stomp"]), ("STOMP+SSL", opts.get("stomp-ssl"))):
+            if (address or "none").lower() == "none":
+                continue
+            if self.stomp_factory is None:
+                self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor,
+                                                  config=config)
+            endpoint = endpoints.serverFromString(self.reactor, address)
+            if opts.get("stomp-ssl-client-ca") and address.lower().startswith("ssl:"):
+                _require_client_certificates(endpoint, opts["stomp-ssl-client-ca"])
             port = await endpoint.listen(self.stomp_factory)
             self.ports.append(port)
-            log.info("STOMP listening on {address}", address=_address(port))
-            scheme = "stomp+ssl" if opts["stomp"].lower().startswith("ssl:") else "stomp"
+            log.info("{label} listening on {address}", label=label, address=_address(port))
+            scheme = "stomp+ssl" if address.lower().startswith("ssl:") else "stomp"
             self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         self.ready.callback(self)
 
@@ -190,3 +197,24 @@ def _address(port):
 
 def make_service(options, reactor=None):
     return BrokerService(options, reactor)
+
+
+def _require_client_certificates(endpoint, ca_file):
+    """Make a Twisted ssl: server endpoint demand a client certificate signed by a CA in
+    ca_file (its endpoint string has no option for that)."""
+    from OpenSSL import crypto
+    from twisted.internet import ssl
+    with open(ca_file, "rb") as f:
+        pem = f.read()
+    cas = []
+    marker = b"-----END CERTIFICATE-----"
+    for chunk in pem.split(marker)[:-1]:
+        cas.append(crypto.load_certificate(crypto.FILETYPE_PEM, chunk + marker))
+    if not cas:
+        raise ValueError("--stomp-ssl-client-ca: no certificate in %s" % ca_file)
+    original = endpoint._sslContextFactory  # the CertificateOptions made from the string
+    endpoint._sslContextFactory = ssl.CertificateOptions(
+        privateKey=original.privateKey, certificate=original.certificate,
+        extraCertChain=getattr(original, "extraCertChain", None), verify=True, caCerts=cas,
+        requireCertificate=True)
+

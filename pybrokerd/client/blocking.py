@@ -101,10 +101,11 @@ class BlockingClient:
 
     def __init__(self, url="tcp://127.0.0.1:61613", *, login=None, passcode=None,
                  client_id=None, heartbeats=(10000, 10000), dedup=True, ca_file=None,
-                 connect_headers=None):
+                 cert_file=None, key_file=None, connect_headers=None):
         self.url = parse_url(url) if isinstance(url, str) else url
         self.options = self.url.options
         self.ca_file = ca_file
+        self.cert_file, self.key_file = cert_file, key_file  # a client certificate, for ssl://
         self.core = ClientCore(login=login, passcode=passcode, client_id=client_id,
                                heartbeats=heartbeats, dedup=dedup,
                                max_cache_size=self.options.max_cache_size,
@@ -234,6 +235,8 @@ class BlockingClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if endpoint.scheme == "ssl":
                 context = ssl.create_default_context(cafile=self.ca_file)
+                if self.cert_file:
+                    context.load_cert_chain(self.cert_file, self.key_file)
                 sock = context.wrap_socket(sock, server_hostname=endpoint.host)
             with self._lock:
                 self.core.connection_made(endpoint.host)

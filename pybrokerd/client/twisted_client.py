@@ -74,10 +74,7 @@ class _Factory(protocol.Factory):
 
 
 def _tls_options(endpoint, ca_file=None):
-    try:
-        from twisted.internet import ssl
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ClientError("ssl:// URLs need pyOpenSSL: pip install 'pybrokerd[tls]'") from None
+    from twisted.internet import ssl
     if ca_file:
         with open(ca_file, "rb") as f:
             authority = ssl.Certificate.loadPEM(f.read())
