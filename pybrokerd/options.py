@@ -74,6 +74,9 @@ class Options(usage.Options):
         ["max-connections-per-address", None, 0, "connections from one IP address at most "
                                                  "(0: no limit)", int],
         ["max-subscriptions", None, 0, "subscriptions per connection at most (0: no limit)", int],
+        ["topic-pending-limit", None, 10000, "messages a non-durable topic subscriber that does "
+                                             "not keep up may have waiting; older ones are "
+                                             "discarded (0: no limit)", int],
     ]
 
     def opt_version(self):

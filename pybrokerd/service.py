@@ -82,6 +82,7 @@ class BrokerService(service.Service):
                              page_size=opts["page-size"],
                              redelivery_delay=opts["redelivery-delay"],
                              redelivery_backoff=opts["redelivery-backoff"])
+        self.broker.topic_pending_limit = opts.get("topic-pending-limit", 10000)
         security = getattr(opts, "security", None)
         if security is not None:
             self.broker.security = security

@@ -83,3 +83,40 @@ def test_total_connections(limited):
     finally:
         for s in socks:
             s.close()
+
+
+def _rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+
+
+def test_a_topic_subscriber_that_stops_reading_does_not_grow_broker_memory(tmp_path):
+    broker = BrokerProcess("--topic-pending-limit=1000", directory=str(tmp_path)).start()
+    try:
+        topic = "/topic/" + unique()
+        stalled = RawStomp(broker.port)
+        stalled.connect()
+        stalled.receipt("SUBSCRIBE", {"destination": topic, "id": "1"})
+        # ...and from now on it reads nothing
+        producer = RawStomp(broker.port)
+        producer.connect()
+        body = b"x" * 1024
+        before = _rss_mib(broker.proc.pid)
+        for i in range(30000):
+            producer.send("SEND", {"destination": topic, "n": str(i)}, body)
+        assert producer.receipt("SEND", {"destination": topic, "n": "last"}, body).command == "RECEIPT"
+        grown = _rss_mib(broker.proc.pid) - before
+        assert grown < 15, "broker grew by %.1f MiB for a subscriber that reads nothing" % grown
+        broker.wait_for_log(r"slow consumer on %s: more than 1000 messages pending" % topic)
+        # when it reads again it gets the newest messages, the last one included
+        got = []
+        while True:
+            frame = stalled.maybe_recv(1.0)
+            if frame is None:
+                break
+            got.append(frame.headers["n"])
+        assert got[-1] == "last" and len(got) < 30000
+    finally:
+        broker.stop()

@@ -80,6 +80,8 @@ class Broker:
         self._expiry_loop = None
         self.scheduler = None  # set by the service: delayed and cron messages
         self.security = Security()  # set by the service from the config: allows everything
+        # a non-durable topic subscriber holds at most this many undelivered messages
+        self.topic_pending_limit = 10000
         from pybrokerd.broker.management import Management  # (it imports this module)
         self.management = Management(self)  # statistics and purge destinations
         # producer id -> highest sequence seen, least recently used first

@@ -13,9 +13,12 @@ import itertools
 from typing import Callable, Iterable
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from pybrokerd.broker.destination import Destination
 from pybrokerd.broker.message import Message, now_ms
+
+log = Logger()
 
 AUTO = "auto"
 CLIENT = "client"
@@ -568,3 +571,19 @@ class TopicSubscription(MessageQueue):
 
     def _accepts(self, consumer: Consumer, message: Message) -> bool:
         return True
+
+    discarded = 0  # messages dropped because the subscriber did not keep up
+
+    def enqueue(self, message: Message) -> None:
+        limit = getattr(self.broker, "topic_pending_limit", 0)
+        if limit and self.durable_key is None and len(self.pending) >= limit:
+            # a non-durable subscriber that stopped reading must not grow broker memory
+            # without bound: keep its newest `limit` messages (ActiveMQ's
+            # constantPendingMessageLimitStrategy) and say so
+            self.pending.popleft()
+            self.discarded += 1
+            if self.discarded == 1 or self.discarded % 10000 == 0:
+                log.warn("slow consumer on {dest}: more than {limit} messages pending; "
+                         "{n} oldest discarded so far (--topic-pending-limit)",
+                         dest=self.destination.stomp(), limit=limit, n=self.discarded)
+        super().enqueue(message)
