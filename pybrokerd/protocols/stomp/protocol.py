@@ -28,6 +28,12 @@ class StompProtocol(protocol.Protocol):
             return
         factory.count(self.address, +1)
         self.counted = True
+        # small frames (a RECEIPT behind a stream of MESSAGEs) must not wait for the peer's
+        # delayed ACK (Nagle): 40 ms per receipt otherwise
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
         self.session = StompSession(factory.broker, self, clock=factory.clock,
                                     id_generator=factory.ids, config=factory.config)
         self.session.peer = "tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?"))
