@@ -87,6 +87,7 @@ def unescape_header(text: str, version: str) -> str:
 
 
 _NOT_ESCAPED = frozenset(("CONNECT", "STOMP"))  # the spec exempts these (1.0 clients send them)
+_UNESCAPED_FRAMES = frozenset(("CONNECT", "STOMP", "CONNECTED"))
 
 
 # All headers are escaped in one go: names and values are joined with \x00 (the colon) and
@@ -94,8 +95,9 @@ _NOT_ESCAPED = frozenset(("CONNECT", "STOMP"))  # the spec exempts these (1.0 cl
 
 
 def serialize(command: str, headers, body: bytes = b"", version: str = "1.2") -> bytes:
-    # CONNECTED is exempt from escaping, mirroring CONNECT on the way in.
-    esc = "1.0" if command == "CONNECTED" else version
+    # CONNECT, STOMP and CONNECTED are exempt from escaping (the spec keeps them readable
+    # by 1.0 peers), as the parser exempts them on the way in.
+    esc = "1.0" if command in _UNESCAPED_FRAMES else version
     return b"".join(((command + "\n" + header_lines(headers, esc) + "\n").encode("utf-8"),
                      body, b"\x00\n"))
 
