@@ -39,7 +39,7 @@ __all__ = [
 PRODUCER_ID = "pybrokerd-producer"
 PRODUCER_SEQ = "pybrokerd-seq"
 HEARTBEAT_GRACE = 1.5      # a peer may be this many intervals late before we call it dead
-AUDIT_WINDOW = 32768       # message ids remembered per subscription for duplicate detection
+AUDIT_WINDOW = 65536       # audit keys remembered per subscription (two per message)
 
 
 class ClientError(Exception):
@@ -88,7 +88,7 @@ class Message:
     """A MESSAGE delivered to the application."""
 
     __slots__ = ("headers", "body", "subscription", "_client", "_generation", "_ack_id",
-                 "_acked", "__weakref__")
+                 "_acked", "_keys", "__weakref__")
 
     def __init__(self, headers, body, subscription, client, generation, ack_id):
         self.headers = headers
@@ -98,6 +98,7 @@ class Message:
         self._generation = generation
         self._ack_id = ack_id
         self._acked = False
+        self._keys = ()  # its keys in the subscription's duplicate audit
 
     @property
     def destination(self) -> str:
@@ -287,7 +288,19 @@ class ClientCore:
             return None  # unsubscribed meanwhile
         ack_id = h.get("ack") if self.version == "1.2" else h.get("message-id")
         message_id = h.get("message-id", "")
-        seen = sub.audit.get(message_id) if message_id and self.dedup else None
+        keys = ()
+        seen = None
+        if self.dedup:
+            # the same message comes back with its id (redelivered by the new master) or, when
+            # the dead master had dispatched it before writing it, as the producer's re-send:
+            # a new id but the same producer and sequence
+            producer, sequence = h.get(PRODUCER_ID), h.get(PRODUCER_SEQ)
+            keys = tuple(k for k in (message_id, (producer, sequence) if producer and sequence
+                                     else None) if k)
+            for key in keys:
+                seen = sub.audit.get(key)
+                if seen is not None:
+                    break
         if seen is not None:
             # delivered again after a failover: the application already has it
             self.duplicates_dropped += 1
@@ -304,10 +317,11 @@ class ClientCore:
         message = Message(dict(h), frame.body, sub.id, self.owner, self.generation, ack_id)
         if sub.ack != "auto":
             sub.unacked[message_id] = message
-        if message_id and self.dedup:
-            sub.audit[message_id] = "acked" if sub.ack == "auto" else message
-            if len(sub.audit) > AUDIT_WINDOW:
-                sub.audit.popitem(last=False)
+        message._keys = keys
+        for key in keys:
+            sub.audit[key] = "acked" if sub.ack == "auto" else message
+        while len(sub.audit) > AUDIT_WINDOW:
+            sub.audit.popitem(last=False)
         return Delivered(message)
 
     def _on_receipt(self, frame):
@@ -449,8 +463,9 @@ class ClientCore:
                     break
                 if held._generation == message._generation:
                     held._acked = True
-                    if key in audit:
-                        audit[key] = "acked"
+                    for k in held._keys:
+                        if k in audit:
+                            audit[k] = "acked"
                 else:
                     kept.append((key, held))
             for key, held in reversed(kept):
@@ -458,11 +473,12 @@ class ClientCore:
                 sub.unacked.move_to_end(key, last=False)
         else:
             sub.unacked.pop(message.message_id, None)
-        if command == "ACK":
-            if message.message_id in audit:
-                audit[message.message_id] = "acked"
-        else:
-            audit.pop(message.message_id, None)  # a NACKed message may rightly come back
+        for key in message._keys:
+            if command == "ACK":
+                if key in audit:
+                    audit[key] = "acked"
+            else:
+                audit.pop(key, None)  # a NACKed message may rightly come back
         if message._generation != self.generation or not self.connected:
             return False, None
         receipt_id = self._receipt(receipt_tag) if receipt_tag is not None else None
