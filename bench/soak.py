@@ -14,6 +14,7 @@ sampled every second (printed, and drawn as an SVG with --svg).  Exit code 1 on 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import tempfile
@@ -213,7 +214,8 @@ class Soak:
             dups = len(got) - len(set(got))
             phantom = len(set(got) & self.rolled_back_bodies) if key == "tx" else 0
             lost_total += lost + phantom
-            for body in sorted({b for b in got if got.count(b) > 1})[:3]:
+            counts = collections.Counter(got)
+            for body in sorted(b for b, n in counts.items() if n > 1)[:3]:
                 print("  duplicate %s: %s" % (body, self.headers.get(body)))
             print("  %-6s confirmed %7d  received %7d  lost %d  duplicates %d%s" % (
                 key, len(sent), len(set(got)), lost, dups,

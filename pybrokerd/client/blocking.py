@@ -24,11 +24,9 @@ import threading
 import time
 
 from pybrokerd.client.core import (
-    BrokerErrorFrame, ClientCore, ClientError, ConnectFailed, Connected, ConnectionLost,
-    Delivered, ErrorReceived, FailoverTimeout, Receipted, endpoint_order)
-from pybrokerd.client.url import attempt_limit, parse_url, reconnect_delays
-
-WARN_AFTER_ATTEMPTS = 10  # as ActiveMQ's warnAfterReconnectAttempts
+    BrokerErrorFrame, ClientCore, ClientError, Connected, ConnectionLost, ConnectPlan,
+    Delivered, ErrorReceived, FailoverTimeout, Receipted)
+from pybrokerd.client.url import parse_url
 from pybrokerd.protocols.stomp.codec import FrameError
 
 __all__ = ["connect", "BlockingClient", "MessageStream"]
@@ -188,24 +186,17 @@ class BlockingClient:
                 self._lock.notify_all()
 
     def _connect_once(self):
-        url, options = self.url, self.options
-        limit = attempt_limit(options, self._connected_before) if url.failover else 0
-        delays = reconnect_delays(options)
-        started = time.monotonic()
-        attempts = 0
-        errors = []
+        plan = ConnectPlan(self.url, self._connected_before, self._failed_endpoint)
         while True:
-            for endpoint in endpoint_order(url.endpoints, options.randomize and url.failover,
-                                           self._failed_endpoint):
+            for endpoint in plan.endpoints():
                 if self._closing:
                     raise ConnectionLost("client closed while connecting")
                 try:
                     sock = self._open(endpoint)
                 except BrokerErrorFrame as e:
-                    raise ConnectFailed("%s:%d refused the connection: %s"
-                                        % (endpoint.host, endpoint.port, e)) from None
+                    raise plan.refused(endpoint, e) from None
                 except (OSError, ClientError, FrameError) as e:
-                    errors.append("%s:%d: %s" % (endpoint.host, endpoint.port, e))
+                    plan.failed(endpoint, e)
                     continue
                 with self._lock:
                     if self._connected_before:
@@ -214,20 +205,12 @@ class BlockingClient:
                     self.endpoint = endpoint
                     self._lock.notify_all()
                 return sock, endpoint
-            attempts += 1
-            if limit is not None and attempts > limit:
-                break
-            if attempts % WARN_AFTER_ATTEMPTS == 0:
-                _log.warning("still no broker after %d attempts (%s); retrying (set "
-                             "maxReconnectAttempts or startupTimeout to give up)",
-                             attempts, "; ".join(errors[-len(url.endpoints):]))
-            if (not self._connected_before and options.startup_timeout >= 0
-                    and (time.monotonic() - started) * 1000 >= options.startup_timeout):
-                break
-            time.sleep(next(delays))
-        raise ConnectFailed("could not connect to %s after %d attempt(s): %s" % (
-            ", ".join("%s:%d" % (e.host, e.port) for e in url.endpoints), attempts,
-            "; ".join(errors[-len(url.endpoints):])))
+            delay = plan.next_delay()
+            if delay is None:
+                raise plan.error()
+            if plan.warning():
+                _log.warning("%s", plan.warning())
+            time.sleep(delay)
 
     def _open(self, endpoint):
         sock = socket.create_connection((endpoint.host, endpoint.port), timeout=self.connect_timeout)

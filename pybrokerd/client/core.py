@@ -28,12 +28,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from pybrokerd.client.url import attempt_limit, reconnect_delays
 from pybrokerd.protocols.stomp.codec import Frame, FrameParser, Limits, serialize
 
 __all__ = [
     "ClientError", "ConnectionLost", "ConnectFailed", "BrokerErrorFrame", "FailoverTimeout",
     "ClientCore", "Message", "Subscription", "Connected", "Delivered", "Receipted",
-    "ErrorReceived", "PRODUCER_ID", "PRODUCER_SEQ", "endpoint_order",
+    "ErrorReceived", "PRODUCER_ID", "PRODUCER_SEQ", "endpoint_order", "ConnectPlan",
 ]
 
 PRODUCER_ID = "pybrokerd-producer"
@@ -161,6 +162,73 @@ def endpoint_order(endpoints, randomize, failed=None, rng=random):
         order.remove(failed)
         order.append(failed)
     return order
+
+
+WARN_AFTER_ATTEMPTS = 10  # as ActiveMQ's warnAfterReconnectAttempts
+
+
+class ConnectPlan:
+    """One walk of a (failover) URL until a broker answers: the order of the brokers on each
+    pass, the delay between passes, and when to give up.  Both faces of the client drive it:
+
+        plan = ConnectPlan(url, connected_before, failed_endpoint)
+        while True:
+            for endpoint in plan.endpoints():
+                ...try it; plan.failed(endpoint, error) if it fails...
+            delay = plan.next_delay()      # None: give up, raise plan.error()
+            if plan.warning(): log it
+            ...wait delay seconds...
+    """
+
+    def __init__(self, url, connected_before: bool, failed_endpoint=None, clock=None):
+        import time
+        self.url = url
+        self.options = url.options
+        self.connected_before = connected_before
+        self.failed_endpoint = failed_endpoint
+        self.clock = clock or time.monotonic
+        self.limit = attempt_limit(self.options, connected_before) if url.failover else 0
+        self.delays = reconnect_delays(self.options)
+        self.started = self.clock()
+        self.attempts = 0
+        self.errors: list[str] = []
+
+    def endpoints(self):
+        return endpoint_order(self.url.endpoints, self.options.randomize and self.url.failover,
+                              self.failed_endpoint)
+
+    def failed(self, endpoint, error) -> None:
+        self.errors.append("%s:%d: %s" % (endpoint.host, endpoint.port, error))
+
+    @staticmethod
+    def refused(endpoint, error) -> "ConnectFailed":
+        """The broker answered CONNECT with an ERROR: final, no retrying."""
+        return ConnectFailed("%s:%d refused the connection: %s" % (endpoint.host, endpoint.port,
+                                                                   error))
+
+    def next_delay(self):
+        """Seconds to wait before the next pass, or None to give up."""
+        self.attempts += 1
+        if self.limit is not None and self.attempts > self.limit:
+            return None
+        if (not self.connected_before and self.options.startup_timeout >= 0
+                and (self.clock() - self.started) * 1000 >= self.options.startup_timeout):
+            return None
+        return next(self.delays)
+
+    def warning(self):
+        if self.attempts % WARN_AFTER_ATTEMPTS:
+            return None
+        return ("still no broker after %d attempts (%s); retrying (set maxReconnectAttempts "
+                "or startupTimeout to give up)" % (self.attempts, self.last_errors()))
+
+    def last_errors(self) -> str:
+        return "; ".join(self.errors[-len(self.url.endpoints):])
+
+    def error(self) -> "ConnectFailed":
+        return ConnectFailed("could not connect to %s after %d attempt(s): %s" % (
+            ", ".join("%s:%d" % (e.host, e.port) for e in self.url.endpoints), self.attempts,
+            self.last_errors()))
 
 
 class _Tracked:

@@ -22,10 +22,8 @@ from twisted.logger import Logger
 
 from pybrokerd.client.core import (
     BrokerErrorFrame, ClientCore, ClientError, ConnectFailed, Connected, ConnectionLost,
-    Delivered, ErrorReceived, FailoverTimeout, Receipted, endpoint_order)
-from pybrokerd.client.url import attempt_limit, parse_url, reconnect_delays
-
-WARN_AFTER_ATTEMPTS = 10  # as ActiveMQ's warnAfterReconnectAttempts
+    ConnectPlan, Delivered, ErrorReceived, FailoverTimeout, Receipted)
+from pybrokerd.client.url import parse_url
 from pybrokerd.protocols.stomp.codec import FrameError
 
 log = Logger()
@@ -144,25 +142,17 @@ class StompClient:
 
     @defer.inlineCallbacks
     def _connect_loop(self):
-        url, options = self.url, self.options
-        limit = attempt_limit(options, self._connected_before) if url.failover else 0
-        delays = reconnect_delays(options)
-        started = time.monotonic()
-        attempts = 0
-        errors = []
+        plan = ConnectPlan(self.url, self._connected_before, self._failed_endpoint)
         while True:
-            for endpoint in endpoint_order(url.endpoints, options.randomize and url.failover,
-                                           self._failed_endpoint):
+            for endpoint in plan.endpoints():
                 if self._closing:
                     raise ConnectionLost("client closed while connecting")
                 try:
                     link = yield self._attempt(endpoint)
                 except BrokerErrorFrame as e:
-                    raise ConnectFailed("%s:%d refused the connection: %s"
-                                        % (endpoint.host, endpoint.port, e)) from None
+                    raise plan.refused(endpoint, e) from None
                 except Exception as e:
-                    errors.append("%s:%d: %s" % (endpoint.host, endpoint.port,
-                                                 getattr(e, "value", e) or type(e).__name__))
+                    plan.failed(endpoint, getattr(e, "value", e) or type(e).__name__)
                     continue
                 if self._connected_before:
                     self.failovers += 1
@@ -176,20 +166,12 @@ class StompClient:
                     w.callback(None)
                 self._wake_cache_waiters()
                 return link
-            attempts += 1
-            if limit is not None and attempts > limit:
-                break
-            if attempts % WARN_AFTER_ATTEMPTS == 0:
-                log.warn("still no broker after {n} attempts ({errors}); retrying (set "
-                         "maxReconnectAttempts or startupTimeout to give up)", n=attempts,
-                         errors="; ".join(errors[-len(url.endpoints):]))
-            if (not self._connected_before and options.startup_timeout >= 0
-                    and (time.monotonic() - started) * 1000 >= options.startup_timeout):
-                break
-            yield task.deferLater(self.reactor, next(delays), lambda: None)
-        raise ConnectFailed("could not connect to %s after %d attempt(s): %s" % (
-            ", ".join("%s:%d" % (e.host, e.port) for e in url.endpoints), attempts,
-            "; ".join(errors[-len(url.endpoints):])))
+            delay = plan.next_delay()
+            if delay is None:
+                raise plan.error()
+            if plan.warning():
+                log.warn("{warning}", warning=plan.warning())
+            yield task.deferLater(self.reactor, delay, lambda: None)
 
     def _attempt(self, endpoint):
         if endpoint.scheme == "ssl":
