@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from pybrokerd.client import ClientError, connect  # noqa: E402
+from pybrokerd.client import ClientError, TransactionInDoubt, connect  # noqa: E402
 from support import shared_dir_brokers, start_master_and_slaves, unique  # noqa: E402
 
 
@@ -60,6 +60,8 @@ class Soak:
         self.rss = []  # (seconds since start, MiB of the master)
         self.lock = threading.Lock()
         self.headers = {}  # body -> the headers of each delivery (to explain a duplicate)
+        self.rolled_back_bodies: set = set()
+        self.in_doubt: set = set()
 
     # -- load ----------------------------------------------------------------------------
     def _guard(self, fn):
@@ -91,12 +93,13 @@ class Soak:
                         c.send(self.txq, body, persistent=True, transaction=tx)
                     c.commit(tx)
                     self.sent["tx"].extend(bodies)
+                except TransactionInDoubt:
+                    self.in_doubt.update(bodies)  # committed or not: may arrive, once at most
                 except ClientError:
                     self.rolled_back += 1  # the failover rolled it back: none of it may arrive
                     self.rolled_back_bodies.update(bodies)
                 time.sleep(0.02)
 
-    rolled_back_bodies: set = set()
 
     def produce_sched(self):
         with connect(self.url) as c:
@@ -207,7 +210,9 @@ class Soak:
     def report(self, elapsed):
         lost_total = 0
         print("soak: %.0f s, %d master kills, %d churned connections, %d transactions rolled "
-              "back by a failover" % (elapsed, self.kills, self.churned, self.rolled_back))
+              "back by a failover, %d in doubt (COMMIT sent, connection lost before its "
+              "receipt)" % (elapsed, self.kills, self.churned, self.rolled_back,
+                            len(self.in_doubt) // 5))
         for key in ("queue", "tx", "sched"):
             sent, got = self.sent[key], self.got[key]
             lost = len(set(sent) - set(got))

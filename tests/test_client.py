@@ -415,3 +415,35 @@ def test_durable_topic_subscription_survives_failover(tmp_path):
     finally:
         for b in brokers:
             b.kill()
+
+
+def test_commit_lost_in_flight_is_in_doubt_and_one_never_sent_is_rolled_back():
+    """A peer that takes the COMMIT and dies before its RECEIPT: the outcome is unknown."""
+    from pybrokerd.client import TransactionInDoubt, TransactionRolledBack
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def broker_that_dies_on_commit():
+        conn, _ = server.accept()
+        data = b""
+        while b"COMMIT" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if data.count(b"\x00") == 1 and data.startswith(b"CONNECT"):
+                conn.sendall(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\x00")
+        conn.close()
+    threading.Thread(target=broker_that_dies_on_commit, daemon=True).start()
+    c = connect("tcp://127.0.0.1:%d" % server.getsockname()[1], heartbeats=(0, 0))
+    try:
+        tx = c.begin()
+        c.send("/queue/x", "in a transaction", transaction=tx)
+        with pytest.raises(TransactionInDoubt):
+            c.commit(tx)
+        with pytest.raises(TransactionRolledBack):  # its connection is gone: never sent
+            c.commit(tx)
+    finally:
+        server.close()
+        c.disconnect(timeout=1)

@@ -10,9 +10,10 @@ See docs/client.md.
 from pybrokerd.client.blocking import BlockingClient, MessageStream, connect
 from pybrokerd.client.core import (
     PRODUCER_ID, PRODUCER_SEQ, BrokerErrorFrame, ClientError, ConnectFailed, ConnectionLost,
-    FailoverTimeout, Message)
+    FailoverTimeout, Message, TransactionInDoubt, TransactionRolledBack)
 from pybrokerd.client.url import URLError, parse_url
 
 __all__ = ["connect", "BlockingClient", "MessageStream", "Message", "ClientError",
            "ConnectFailed", "ConnectionLost", "FailoverTimeout", "BrokerErrorFrame",
-           "URLError", "parse_url", "PRODUCER_ID", "PRODUCER_SEQ"]
+           "URLError", "parse_url", "PRODUCER_ID", "PRODUCER_SEQ", "TransactionRolledBack",
+           "TransactionInDoubt"]

@@ -25,7 +25,8 @@ import time
 
 from pybrokerd.client.core import (
     BrokerErrorFrame, ClientCore, ClientError, Connected, ConnectionLost, ConnectPlan,
-    Delivered, ErrorReceived, FailoverTimeout, Receipted)
+    Delivered, ErrorReceived, FailoverTimeout, Receipted, TransactionInDoubt,
+    TransactionRolledBack)
 from pybrokerd.client.url import parse_url
 from pybrokerd.protocols.stomp.codec import FrameError
 
@@ -469,10 +470,17 @@ class BlockingClient:
         with self._lock:
             receipt_id = self.core.end_transaction(command, transaction, waiter)
         if receipt_id is None:
-            raise ConnectionLost("transaction %s was rolled back: its connection was lost"
-                                 % transaction)
+            raise TransactionRolledBack("transaction %s was rolled back: its connection was lost"
+                                        % transaction)
         self._flush()
-        waiter.wait(self.answer_timeout)
+        try:
+            waiter.wait(self.answer_timeout)
+        except ConnectionLost:
+            if command != "COMMIT":
+                raise TransactionRolledBack("transaction %s was rolled back: its connection "
+                                            "was lost" % transaction) from None
+            raise TransactionInDoubt("the connection was lost after COMMIT of %s was sent: it "
+                                     "may or may not have been committed" % transaction) from None
 
     def disconnect(self, timeout=30.0):
         """Wait (up to `timeout` s) for unconfirmed sends, say goodbye and close."""

@@ -33,6 +33,7 @@ from pybrokerd.protocols.stomp.codec import Frame, FrameParser, Limits, serializ
 
 __all__ = [
     "ClientError", "ConnectionLost", "ConnectFailed", "BrokerErrorFrame", "FailoverTimeout",
+    "TransactionRolledBack", "TransactionInDoubt",
     "ClientCore", "Message", "Subscription", "Connected", "Delivered", "Receipted",
     "ErrorReceived", "PRODUCER_ID", "PRODUCER_SEQ", "endpoint_order", "ConnectPlan",
 ]
@@ -53,6 +54,15 @@ class ConnectionLost(ClientError):
 
 class ConnectFailed(ClientError):
     """No broker could be reached (or the broker refused the CONNECT)."""
+
+
+class TransactionRolledBack(ConnectionLost):
+    """The connection died before COMMIT was sent: nothing of the transaction happened."""
+
+
+class TransactionInDoubt(ConnectionLost):
+    """The connection died after COMMIT was sent and before its RECEIPT: the broker may or
+    may not have committed (JMS calls this an in-doubt outcome)."""
 
 
 class FailoverTimeout(ClientError):

@@ -22,7 +22,8 @@ from twisted.logger import Logger
 
 from pybrokerd.client.core import (
     BrokerErrorFrame, ClientCore, ClientError, ConnectFailed, Connected, ConnectionLost,
-    ConnectPlan, Delivered, ErrorReceived, FailoverTimeout, Receipted)
+    ConnectPlan, Delivered, ErrorReceived, FailoverTimeout, Receipted, TransactionInDoubt,
+    TransactionRolledBack)
 from pybrokerd.client.url import parse_url
 from pybrokerd.protocols.stomp.codec import FrameError
 
@@ -413,10 +414,18 @@ class StompClient:
     def _end(self, command, transaction):
         done = defer.Deferred()
         if self.core.end_transaction(command, transaction, done) is None:
-            return defer.fail(ConnectionLost(
+            return defer.fail(TransactionRolledBack(
                 "transaction %s was rolled back: its connection was lost" % transaction))
         self._flush()
-        return done
+
+        def lost(failure):
+            failure.trap(ConnectionLost)
+            if command != "COMMIT":
+                raise TransactionRolledBack("transaction %s was rolled back: its connection "
+                                            "was lost" % transaction)
+            raise TransactionInDoubt("the connection was lost after COMMIT of %s was sent: it "
+                                     "may or may not have been committed" % transaction)
+        return done.addErrback(lost)
 
     def disconnect(self) -> defer.Deferred:
         """Wait for every tracked send's receipt, say goodbye, close."""
