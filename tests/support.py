@@ -234,3 +234,36 @@ class RawStomp:
             self.sock.close()
         except OSError:
             pass
+
+
+# -- in-process helpers for tests that drive the broker core without a socket ---------------
+
+class CollectingSession:
+    """The consumer side of a protocol session, collecting what it is given."""
+    writable = True
+
+    def __init__(self):
+        self.got = []
+        self._n = 0
+
+    def next_ack_id(self):
+        self._n += 1
+        return str(self._n)
+
+    def deliver(self, consumer, message, ack_id):
+        self.got.append((message, ack_id))
+
+
+def until_in_reactor(predicate, timeout=5.0):
+    """A Deferred firing once predicate() holds (polled from the running reactor)."""
+    from twisted.internet import defer, reactor, task
+
+    @defer.inlineCallbacks
+    def poll():
+        for _ in range(int(timeout / 0.01)):
+            if predicate():
+                return
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        assert predicate()
+    return poll()
+

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from pybrokerd.broker.core import Broker
 from pybrokerd.broker.destination import QUEUE, Destination
@@ -17,6 +17,8 @@ from pybrokerd.broker.queue import CLIENT_INDIVIDUAL, Consumer
 from pybrokerd.protocols.stomp import mapmessage
 from stores.journal import JournalAdapter
 from support import BrokerProcess, RawStomp, unique
+from support import CollectingSession as Session
+from support import until_in_reactor as until
 
 STATS = "ActiveMQ.Statistics.Destination"
 END = "ActiveMQ.Statistics.Destination.List.End.With.Null"
@@ -383,68 +385,14 @@ def test_purge_of_paged_persistent_messages_survives_a_crash(tmp_path):
 
 # -- purge against the paging code, in process ---------------------------------------------
 
-class Session:
-    writable = True
-
-    def __init__(self):
-        self.got = []
-        self._n = 0
-
-    def next_ack_id(self):
-        self._n += 1
-        return str(self._n)
-
-    def deliver(self, consumer, message, ack_id):
-        self.got.append((message, ack_id))
-
-
 def msg(i):
     return Message("ID:m-%d" % i, Destination(QUEUE, "q"), b"x" * 10, persistent=True)
 
 
 @defer.inlineCallbacks
-def until(predicate, timeout=5.0):
-    from twisted.internet import reactor
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield task.deferLater(reactor, 0.01, lambda: None)
-    assert predicate()
-
-
-@pytest_twisted.inlineCallbacks
-def test_purge_while_a_refill_is_read_and_messages_arrive(tmp_path):
-    store = JournalAdapter(str(tmp_path))
-    yield store.open()
-    broker = Broker(store, page_size=10, expiry_check_interval=0)
-    yield broker.start()
-    yield defer.gatherResults([broker.send(msg(i)) for i in range(50)])
-    queue = broker.queues[Destination(QUEUE, "q")]
-    session = Session()
-    consumer = Consumer(session, "1", [Destination(QUEUE, "q")], ack_mode=CLIENT_INDIVIDUAL,
-                        prefetch=10)
-    broker.subscribe(consumer)  # takes the window: a refill of the paged ones starts
-    assert queue._loading and len(session.got) == 10
-    purged = broker.send(Message("ID:purge", Destination(QUEUE, PURGE + ".q")))
-    arriving = [broker.send(msg(i)) for i in range(50, 80)]  # while the store is read
-    yield defer.gatherResults(arriving)
-    yield purged
-    assert queue.dequeue_count == 40  # the 40 that were paged out; the 10 in flight stay
-    seen = []
-    while True:
-        batch, session.got = session.got, []
-        seen += [m.message_id for m, _ in batch]
-        if len(seen) >= 40:
-            break
-        yield broker.ack(consumer, [a for _, a in batch])
-        yield until(lambda: session.got)
-    assert seen == ["ID:m-%d" % i for i in list(range(10)) + list(range(50, 80))]
-    assert queue.size() == 10 and store.queue_store("q").count() == 10
-    yield store.close()
-
-
-@pytest_twisted.inlineCallbacks
-def test_no_refill_while_a_purge_reads_the_store(tmp_path):
+def paged_queue(tmp_path):
+    """A journal-backed broker with 50 persistent messages on a queue of window 10, and a
+    client-individual consumer of prefetch 10 attached."""
     store = JournalAdapter(str(tmp_path))
     yield store.open()
     broker = Broker(store, page_size=10, expiry_check_interval=0)
@@ -455,6 +403,41 @@ def test_no_refill_while_a_purge_reads_the_store(tmp_path):
     consumer = Consumer(session, "1", [Destination(QUEUE, "q")], ack_mode=CLIENT_INDIVIDUAL,
                         prefetch=10)
     broker.subscribe(consumer)
+    return store, broker, queue, session, consumer
+
+
+@defer.inlineCallbacks
+def drain(broker, session, consumer, count):
+    """Ids of the next `count` deliveries, acking each batch to get the next."""
+    seen = []
+    while True:
+        batch, session.got = session.got, []
+        seen += [m.message_id for m, _ in batch]
+        if len(seen) >= count:
+            return seen
+        yield broker.ack(consumer, [a for _, a in batch])
+        yield until(lambda: session.got)
+
+
+@pytest_twisted.inlineCallbacks
+def test_purge_while_a_refill_is_read_and_messages_arrive(tmp_path):
+    # subscribing takes the window: a refill of the paged ones starts
+    store, broker, queue, session, consumer = yield paged_queue(tmp_path)
+    assert queue._loading and len(session.got) == 10
+    purged = broker.send(Message("ID:purge", Destination(QUEUE, PURGE + ".q")))
+    arriving = [broker.send(msg(i)) for i in range(50, 80)]  # while the store is read
+    yield defer.gatherResults(arriving)
+    yield purged
+    assert queue.dequeue_count == 40  # the 40 that were paged out; the 10 in flight stay
+    seen = yield drain(broker, session, consumer, 40)
+    assert seen == ["ID:m-%d" % i for i in list(range(10)) + list(range(50, 80))]
+    assert queue.size() == 10 and store.queue_store("q").count() == 10
+    yield store.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_no_refill_while_a_purge_reads_the_store(tmp_path):
+    store, broker, queue, session, consumer = yield paged_queue(tmp_path)
     yield until(lambda: not queue._loading)  # 10 in flight, 10 pending, 30 paged out
     first, session.got = session.got, []
     purged = broker.send(Message("ID:purge", Destination(QUEUE, PURGE + ".q")))
@@ -463,14 +446,7 @@ def test_no_refill_while_a_purge_reads_the_store(tmp_path):
     acked = broker.ack(consumer, [a for _, a in first])
     yield defer.gatherResults(arriving + [acked])
     assert (yield purged) is None and queue.dequeue_count == 50
-    seen = []
-    while True:
-        batch, session.got = session.got, []
-        seen += [m.message_id for m, _ in batch]
-        if len(seen) >= 30:
-            break
-        yield broker.ack(consumer, [a for _, a in batch])
-        yield until(lambda: session.got)
+    seen = yield drain(broker, session, consumer, 30)
     assert seen == ["ID:m-%d" % i for i in range(50, 80)]
     yield store.close()
 

@@ -1,7 +1,7 @@
 """Paging: a backlog larger than the window stays in the store until consumers drain it."""
 
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer
 
 from pybrokerd.broker.core import Broker
 from pybrokerd.broker.destination import QUEUE, Destination
@@ -9,36 +9,12 @@ from pybrokerd.broker.message import Message
 from pybrokerd.broker.queue import CLIENT_INDIVIDUAL, Consumer
 from stores.journal import JournalAdapter
 from support import BrokerProcess, RawStomp, unique
-
-
-class Session:
-    """The consumer side of a protocol session, collecting what it is given."""
-    writable = True
-
-    def __init__(self):
-        self.got = []
-        self._n = 0
-
-    def next_ack_id(self):
-        self._n += 1
-        return str(self._n)
-
-    def deliver(self, consumer, message, ack_id):
-        self.got.append((message, ack_id))
+from support import CollectingSession as Session
+from support import until_in_reactor as until
 
 
 def msg(i):
     return Message("ID:p-%d" % i, Destination(QUEUE, "q"), b"x" * 100, persistent=True)
-
-
-@defer.inlineCallbacks
-def until(predicate, timeout=5.0):
-    from twisted.internet import reactor
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield task.deferLater(reactor, 0.01, lambda: None)
-    assert predicate()
 
 
 @pytest_twisted.inlineCallbacks
