@@ -125,10 +125,6 @@ def test_malformed_input_instead_of_connect(bystanding, case, data, outcome):
     _error_then(c, outcome, case)
 
 
-def test_catalogue_is_big_enough():
-    assert len(CATALOGUE) + len(RAW) >= 50
-
-
 def test_abrupt_disconnects_mid_frame(bystanding):
     broker, _ = bystanding
     for cut in (b"SEN", b"SEND\ndestination:/queue/x\n", b"SEND\ndestination:/queue/x\n\nhal"):

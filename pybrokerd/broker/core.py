@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
 from pybrokerd.broker.destination import (
@@ -122,7 +122,6 @@ class Broker:
     # -- connections ---------------------------------------------------------------------
     def authenticate(self, login, passcode) -> defer.Deferred:
         """-> Deferred Principal, or a SecurityError failure (hashing runs in a thread)."""
-        from twisted.internet import threads
         return threads.deferToThread(self.security.authenticate, login, passcode)
 
     def connect(self, session, client_id: str | None) -> None:

@@ -179,27 +179,27 @@ class StompSession:
             raise ProtocolError("Already connected.")
         headers = frame.headers
         self.version = self._negotiate(headers.get("accept-version"))
-        self._parse_heartbeat(headers.get("heart-beat"))
+        client_beats = self._parse_heartbeat(headers.get("heart-beat"))  # refuse bad ones now
         security = self.broker.security
         login, passcode = headers.get("login"), headers.get("passcode")
         if not security.users:
             # nothing to check (no users configured): no hashing, no delay
-            self._connected(frame, receipt, security.authenticate_anonymous(login))
+            self._connected(frame, receipt, client_beats, security.authenticate_anonymous(login))
             return
         # password hashing is slow on purpose: off the reactor thread, frames that follow
         # wait for the verdict
         self._waiting = []
         self.broker.authenticate(login, passcode).addCallbacks(
-            lambda principal: self._authenticated(frame, receipt, principal),
+            lambda principal: self._authenticated(frame, receipt, client_beats, principal),
             lambda failure: self._refused(failure, receipt))
 
-    def _authenticated(self, frame, receipt, principal) -> None:
+    def _authenticated(self, frame, receipt, client_beats, principal) -> None:
         waiting, self._waiting = self._waiting, None
         if self.closing:
             return
         self._held = []
         try:
-            self._connected(frame, receipt, principal)
+            self._connected(frame, receipt, client_beats, principal)
         except ProtocolError as e:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
         finally:
@@ -220,9 +220,8 @@ class StompSession:
         # a small delay before the answer slows down password guessing
         self.clock.callLater(AUTH_FAILURE_DELAY, self._error, text, receipt, True)
 
-    def _connected(self, frame, receipt, principal) -> None:
+    def _connected(self, frame, receipt, client_beats, principal) -> None:
         headers = frame.headers
-        client_beats = self._parse_heartbeat(headers.get("heart-beat"))
         client_id = headers.get("client-id") or None
         try:
             self.broker.connect(self, client_id)
