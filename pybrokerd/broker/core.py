@@ -194,10 +194,10 @@ class Broker:
         durable=False: nobody waits for a receipt, so the store need not sync for it (as
         ActiveMQ's KahaDB does for a send that wants no response)."""
         first = messages[0]
-        producer = None
+        stamp = None  # (producer id, sequence, the sequence it had before)
         if PRODUCER_ID in first.properties:
-            producer = self._producer_sequence(first)
-            if producer is None:
+            stamp = self._producer_sequence(first)
+            if stamp is None:
                 return self._duplicate_done(first.properties[PRODUCER_ID])
         done = []
         ops: list = []
@@ -209,18 +209,19 @@ class Broker:
                 else:
                     self._route(message, ops)
         except Exception:
-            if producer is not None:  # refused: a re-send of it must not count as a duplicate
-                self.producers[producer[0]] = producer[2]
-                if producer[2] is None:
-                    del self.producers[producer[0]]
+            if stamp is not None:  # refused: a re-send of it must not count as a duplicate
+                producer_id, _, previous = stamp
+                if previous is None:
+                    self.producers.pop(producer_id, None)
+                else:
+                    self.producers[producer_id] = previous
             raise
-        producer = producer and producer[:2]
-        if producer is not None and first.persistent:
-            ops.append(("producer", None, producer))
+        if stamp is not None and first.persistent:
+            ops.append(("producer", None, stamp[:2]))
         done.append(self._persist(ops, durable))
         d = done[0] if len(done) == 1 else defer.gatherResults(done, consumeErrors=True)
-        if producer is not None:
-            self._track_write(producer[0], d)
+        if stamp is not None:
+            self._track_write(stamp[0], d)
         return d
 
     def _producer_sequence(self, message: Message):
