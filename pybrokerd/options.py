@@ -6,6 +6,7 @@ import os
 from twisted.python import usage
 
 from pybrokerd import __version__
+from pybrokerd.broker.usage import parse_size
 from pybrokerd.security import ConfigError, Security
 
 NOT_YET = {
@@ -74,6 +75,20 @@ class Options(usage.Options):
         ["max-connections-per-address", None, 0, "connections from one IP address at most "
                                                  "(0: no limit)", int],
         ["max-subscriptions", None, 0, "subscriptions per connection at most (0: no limit)", int],
+        ["memory-limit", None, "1gb", "bytes of messages held in memory (pending and in "
+                                      "flight) before producers of non-persistent and topic "
+                                      "messages wait (ActiveMQ's memoryUsage; 0: no limit)",
+         parse_size],
+        ["store-limit", None, "100gb", "bytes of persistent messages in the store before "
+                                       "their producers wait (ActiveMQ's storeUsage; lowered "
+                                       "to the disk's free space at start-up; 0: no limit)",
+         parse_size],
+        ["scheduler-limit", None, "50gb", "bytes of scheduled messages before their producers "
+                                          "wait (ActiveMQ's jobSchedulerUsage; 0: no limit)",
+         parse_size],
+        ["send-fail-timeout", None, 30.0, "seconds a producer waits for room under a full limit "
+                                          "before its send gets an ERROR (0: at once, -1: wait "
+                                          "for ever, as ActiveMQ's default)", float],
         ["topic-pending-limit", None, 10000, "messages a non-durable topic subscriber that does "
                                              "not keep up may have waiting; older ones are "
                                              "discarded (0: no limit)", int],
@@ -118,6 +133,9 @@ class Options(usage.Options):
             self["data-dir"] = self["dir"]
         if self["scheduler-dir"] is None:
             self["scheduler-dir"] = os.path.join(self["data-dir"], "scheduler")
+        for key in ("memory-limit", "store-limit", "scheduler-limit"):
+            if not isinstance(self[key], int):  # the default, a string
+                self[key] = parse_size(self[key])
         if self["heartbeat-grace"] < 1.0:
             raise usage.UsageError("--heartbeat-grace must be at least 1.0")
 

@@ -9,6 +9,7 @@ from twisted.logger import Logger
 from pybrokerd import __version__
 from pybrokerd.broker.core import Broker
 from pybrokerd.broker.message import IdGenerator
+from pybrokerd.broker.usage import human
 from pybrokerd.ha.locker import FileLocker, LeaseLocker
 from pybrokerd.protocols.stomp.codec import Limits
 from pybrokerd.protocols.stomp.protocol import StompFactory
@@ -83,6 +84,7 @@ class BrokerService(service.Service):
                              redelivery_delay=opts["redelivery-delay"],
                              redelivery_backoff=opts["redelivery-backoff"])
         self.broker.topic_pending_limit = opts.get("topic-pending-limit", 10000)
+        self._configure_flow_control(opts)
         security = getattr(opts, "security", None)
         if security is not None:
             self.broker.security = security
@@ -102,6 +104,7 @@ class BrokerService(service.Service):
         await self.scheduler_store.open()
         self.scheduler = Scheduler(self.broker, self.scheduler_store, clock=self.reactor)
         self.broker.scheduler = self.scheduler
+        self.broker.flow.scheduler.measure = self.scheduler_store.stored_bytes
         await self.scheduler.start()
         config = StompConfig(
             limits=Limits(max_command_length=opts["max-command-length"],
@@ -129,6 +132,30 @@ class BrokerService(service.Service):
             scheme = "stomp+ssl" if address.lower().startswith("ssl:") else "stomp"
             self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         self.ready.callback(self)
+
+    def _configure_flow_control(self, opts):
+        flow = self.broker.flow
+        flow.memory.limit = opts.get("memory-limit", 0) or 0
+        flow.store.limit = opts.get("store-limit", 0) or 0
+        flow.scheduler.limit = opts.get("scheduler-limit", 0) or 0
+        flow.send_fail_timeout = opts.get("send-fail-timeout", 30.0)
+        if flow.store.limit and self.store.durable:
+            # as ActiveMQ: a limit the disk cannot hold is lowered to what it can
+            try:
+                st = os.statvfs(opts["dir"])
+            except OSError:
+                return
+            room = st.f_bavail * st.f_frsize + flow.store.current()
+            if room < flow.store.limit:
+                log.warn("--store-limit {limit} exceeds what the disk under {dir} can hold; "
+                         "lowered to {room}", limit=human(flow.store.limit), dir=opts["dir"],
+                         room=human(room))
+                flow.store.limit = room
+        log.info("flow control: memory {memory}, store {store}, scheduler {scheduler}; a "
+                 "blocked send fails after {timeout}", memory=_limit(flow.memory),
+                 store=_limit(flow.store), scheduler=_limit(flow.scheduler),
+                 timeout=("%g s" % flow.send_fail_timeout) if flow.send_fail_timeout >= 0
+                 else "never")
 
     def _check_lock(self):
         if not self.locker.keep_alive():
@@ -189,6 +216,10 @@ class BrokerService(service.Service):
         if self.locker is not None and not self._lock_lost:
             yield self.locker.release()
         log.info("pybrokerd stopped")
+
+
+def _limit(usage):
+    return human(usage.limit) if usage.limit else "no limit"
 
 
 def _address(port):

@@ -88,12 +88,13 @@ class StoreView:
         if entry is None:
             return None
         if isinstance(entry, Unwritten):
-            seq, self._bytes = entry.seq, self._bytes - len(entry.message.body)
+            seq, old = entry.seq, len(entry.message.body)
         else:
-            seq, self._bytes = entry >> 32, self._bytes - (entry & 0xFFFFFFFF)
+            seq, old = entry >> 32, entry & 0xFFFFFFFF
         rewritten = Unwritten(message, seq)
         self.entries[message.message_id] = rewritten
-        self._bytes += len(message.body)
+        self._bytes += len(message.body) - old
+        self.adapter._stored_total += len(message.body) - old
         return ("rewrite", self, rewritten)
 
     def recover(self, max_count, after=None, skip=None):
@@ -170,6 +171,7 @@ class BatchingAdapter:
         self._unsynced = False
         self.sync_in_apply = True  # read by backends that sync inside backend_apply (LevelDB)
         self._next_seq = 1
+        self._stored_total = 0
         self.batches = 0      # group commits done (for benchmarks and the admin API)
         self.batched_ops = 0  # operations they carried
 
@@ -211,6 +213,7 @@ class BatchingAdapter:
             for message_id, seq, size in entries:
                 view.entries[message_id] = seq << 32 | size
                 view._bytes += size
+                self._stored_total += size
         self._next_seq = catalogue.next_seq
         self._subscriptions = dict(catalogue.subscriptions)
         self._queues = set(catalogue.queues)
@@ -268,7 +271,7 @@ class BatchingAdapter:
     def delete_subscription(self, client_id, subscription_name):
         key = "sub:%s:%s" % (client_id, subscription_name)
         self._subscriptions.pop(key, None)
-        self._views.pop(key, None)
+        self._drop_view(key)
         return self._submit([("unsub", key)])
 
     def subscriptions(self):
@@ -279,8 +282,17 @@ class BatchingAdapter:
 
     def remove_destination(self, name):
         self._queues.discard(name)
-        self._views.pop("queue:" + name, None)
+        self._drop_view("queue:" + name)
         return self._submit([("drop", name)])
+
+    def _drop_view(self, key):
+        view = self._views.pop(key, None)
+        if view is not None:
+            self._stored_total -= view._bytes
+
+    def stored_bytes(self):
+        """Body bytes of the messages held (what --store-limit bounds)."""
+        return self._stored_total
 
     def producers(self):
         return dict(self._producers)
@@ -323,6 +335,7 @@ class BatchingAdapter:
                 self._next_seq += 1
                 view.entries[arg.message_id] = entry
                 view._bytes += len(arg.body)
+                self._stored_total += len(arg.body)
                 ops.append(("add", view, entry))
             else:
                 if self._marks:
@@ -330,8 +343,10 @@ class BatchingAdapter:
                 entry = view.entries.pop(arg, None)
                 if entry is None:
                     continue
-                view._bytes -= (len(entry.message.body) if isinstance(entry, Unwritten)
-                                else entry & 0xFFFFFFFF)
+                size = (len(entry.message.body) if isinstance(entry, Unwritten)
+                        else entry & 0xFFFFFFFF)
+                view._bytes -= size
+                self._stored_total -= size
                 ops.append(("remove", view, arg, entry))
         return self._submit(ops, durable)
 

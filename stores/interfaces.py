@@ -98,3 +98,7 @@ class IPersistenceAdapter(Interface):
 
     def size():
         """Bytes used on disk (int)."""
+
+    def stored_bytes():
+        """Body bytes of the messages held, kept as they come and go (int, cheap to read:
+        producer flow control checks it on every persistent send)."""

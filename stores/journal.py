@@ -45,14 +45,24 @@ BATCH_END = b"PBJE"
 RECORD = struct.Struct(">BHHQI")
 ADD, REMOVE, SUB, UNSUB, QUEUE, DROP, PRODUCER = 1, 2, 3, 4, 5, 6, 7
 SEGMENT = re.compile(r"^db-(\d+)\.log$")
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+_HEADER_LENGTH = struct.Struct(">I")  # stores.serialization: the encoded header's length
 
-# an index value packs where a message's bytes are: seq << 96 | segment << 64 | offset << 32 | length
+# an index value packs where a message's bytes are and how big its body is:
+# seq << 128 | body size << 96 | segment << 64 | offset << 32 | length
 _MASK32 = 0xFFFFFFFF
 
 
-def _pack(seq, segment, offset, length):
-    return seq << 96 | segment << 64 | offset << 32 | length
+def _pack(seq, segment, offset, length, body):
+    return seq << 128 | body << 96 | segment << 64 | offset << 32 | length
+
+
+def _seq_of(value):
+    return value >> 128
+
+
+def _body_of(value):
+    return (value >> 96) & _MASK32
 
 
 def _segment_of(value):
@@ -127,8 +137,8 @@ class JournalAdapter(BatchingAdapter):
         catalogue = Catalogue()
         catalogue.next_seq = next_seq
         for key, entries in self._index.items():
-            ordered = sorted(entries.items(), key=lambda kv: kv[1] >> 96)
-            catalogue.messages[key] = [(mid, v >> 96, v & _MASK32) for mid, v in ordered]
+            ordered = sorted(entries.items(), key=lambda kv: kv[1] >> 128)
+            catalogue.messages[key] = [(mid, v >> 128, _body_of(v)) for mid, v in ordered]
         catalogue.subscriptions = {k: v for k, v in self._subs.items()}
         catalogue.queues = set(self._queue_names)
         catalogue.producers = dict(self._producers)
@@ -143,7 +153,13 @@ class JournalAdapter(BatchingAdapter):
         try:
             with open(path, "rb") as f:
                 state = marshal.loads(f.read())
-            if state.get("version") != CHECKPOINT_VERSION:
+            if state.get("version") == 1:
+                # version 1 packed seq << 96 and no body size: take the record's length
+                state["index"] = {
+                    key: {mid: _pack(v >> 96, (v >> 64) & _MASK32, (v >> 32) & _MASK32,
+                                     v & _MASK32, v & _MASK32) for mid, v in entries.items()}
+                    for key, entries in state["index"].items()}
+            elif state.get("version") != CHECKPOINT_VERSION:
                 raise ValueError("unknown checkpoint version")
         except FileNotFoundError:
             return 1
@@ -216,7 +232,9 @@ class JournalAdapter(BatchingAdapter):
             message_id = str(view[pos:pos + ilen], "utf-8")
             pos += ilen
             if kind == ADD:
-                index.setdefault(key, {})[message_id] = _pack(seq, segment, pos, dlen)
+                (header,) = _HEADER_LENGTH.unpack_from(view, pos)
+                index.setdefault(key, {})[message_id] = _pack(
+                    seq, segment, pos, dlen, dlen - _HEADER_LENGTH.size - header)
                 top = max(top, seq)
             elif kind == REMOVE:
                 entries = index.get(key)
@@ -247,9 +265,9 @@ class JournalAdapter(BatchingAdapter):
         for op in ops:
             kind = op[0]
             if kind == "add":
-                _, key, message_id, data, seq, _body = op
+                _, key, message_id, data, seq, body = op
                 record = self._record(ADD, key, message_id, seq, data)
-                adds.append((key, message_id, seq, size + len(record) - len(data), len(data)))
+                adds.append((key, message_id, seq, size + len(record) - len(data), len(data), body))
             elif kind == "remove":
                 record = self._record(REMOVE, op[1], op[2], op[3] or 0, b"")
             elif kind == "sub":
@@ -310,8 +328,9 @@ class JournalAdapter(BatchingAdapter):
                     else:
                         self._producers[op[1]] = op[2]
             self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
-            for key, message_id, seq, at, length in adds:
-                index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length)
+            for key, message_id, seq, at, length, body in adds:
+                index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length,
+                                                              body)
                 if seq > self._max_seq:
                     self._max_seq = seq
             # a remove that precedes its add in the same ops list cannot happen: the adapter
@@ -418,7 +437,8 @@ class JournalAdapter(BatchingAdapter):
                       for mid, value in entries.items() if _segment_of(value) == segment]
             fd = self._read_fd(segment)
             ops = [("add", key, message_id,
-                    os.pread(fd, value & _MASK32, (value >> 32) & _MASK32), value >> 96, 0)
+                    os.pread(fd, value & _MASK32, (value >> 32) & _MASK32), _seq_of(value),
+                    _body_of(value))
                    for key, message_id, value in moving]
         # copy forward in bounded batches; each is an ordinary journal batch
         for i in range(0, len(ops), 1000):

@@ -10,22 +10,26 @@ from stores.interfaces import IMessageStore, IPersistenceAdapter
 
 @implementer(IMessageStore)
 class MemoryMessageStore:
-    def __init__(self, name):
+    def __init__(self, name, adapter=None):
         self.name = name
+        self.adapter = adapter
         self._messages = {}  # insertion-ordered: arrival order
         self._bytes = 0
 
+    def _count_bytes(self, delta):
+        self._bytes += delta
+        if self.adapter is not None:
+            self.adapter._stored_total += delta
+
     def _add(self, message):
-        if message.message_id not in self._messages:
-            self._bytes += len(message.body)
-        else:
-            self._bytes += len(message.body) - len(self._messages[message.message_id].body)
+        old = self._messages.get(message.message_id)
+        self._count_bytes(len(message.body) - (len(old.body) if old is not None else 0))
         self._messages[message.message_id] = message
 
     def _remove(self, message_id):
         message = self._messages.pop(message_id, None)
         if message is not None:
-            self._bytes -= len(message.body)
+            self._count_bytes(-len(message.body))
 
     def add(self, message):
         self._add(message)
@@ -81,6 +85,11 @@ class MemoryPersistenceAdapter:
         self._subscription_stores = {}
         self._subscriptions = {}
         self._producers = {}
+        self._stored_total = 0
+
+    def stored_bytes(self):
+        """Body bytes of the messages held (what --store-limit bounds)."""
+        return self._stored_total
 
     def producers(self):
         return dict(self._producers)
@@ -97,7 +106,7 @@ class MemoryPersistenceAdapter:
     def queue_store(self, name):
         store = self._queues.get(name)
         if store is None:
-            store = self._queues[name] = MemoryMessageStore("queue:" + name)
+            store = self._queues[name] = MemoryMessageStore("queue:" + name, self)
         return store
 
     def subscription_store(self, client_id, subscription_name):
@@ -105,7 +114,7 @@ class MemoryPersistenceAdapter:
         store = self._subscription_stores.get(key)
         if store is None:
             store = self._subscription_stores[key] = MemoryMessageStore(
-                "sub:%s:%s" % key)
+                "sub:%s:%s" % key, self)
         return store
 
     def add_subscription(self, info):
@@ -114,7 +123,9 @@ class MemoryPersistenceAdapter:
 
     def delete_subscription(self, client_id, subscription_name):
         self._subscriptions.pop((client_id, subscription_name), None)
-        self._subscription_stores.pop((client_id, subscription_name), None)
+        store = self._subscription_stores.pop((client_id, subscription_name), None)
+        if store is not None:
+            self._stored_total -= store._bytes
         return defer.succeed(None)
 
     def subscriptions(self):
@@ -124,7 +135,9 @@ class MemoryPersistenceAdapter:
         return list(self._queues)
 
     def remove_destination(self, name):
-        self._queues.pop(name, None)
+        store = self._queues.pop(name, None)
+        if store is not None:
+            self._stored_total -= store._bytes
         return defer.succeed(None)
 
     def transaction(self, operations, durable=True):

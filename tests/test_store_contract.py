@@ -281,3 +281,28 @@ def test_delivery_marks_are_written_late_and_cancelled_by_a_remove(open_store, n
     got = yield adapter.queue_store("q").recover(10)
     assert [(m.message_id, m.redelivery_count) for m in got] == [
         ("ID:test-0", 1), ("ID:test-2", 0)]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest_twisted.inlineCallbacks
+def test_stored_bytes_follow_adds_removes_and_drops_and_survive_reopen(open_store, name):
+    adapter = yield open_store(name)
+    assert adapter.stored_bytes() == 0
+    queue = adapter.queue_store("q")
+    sub = adapter.subscription_store("c", "s")
+    yield adapter.transaction([("add", queue, message(i)) for i in range(10)]
+                              + [("add", sub, message(100 + i, "t")) for i in range(5)])
+    expected = sum(len(message(i).body) for i in range(10)) \
+        + sum(len(message(100 + i).body) for i in range(5))
+    assert adapter.stored_bytes() == expected
+    yield queue.remove("ID:test-0")
+    expected -= len(message(0).body)
+    assert adapter.stored_bytes() == expected
+    if name in PERSISTENT:
+        adapter = yield reopen(open_store, adapter, name)
+        assert adapter.stored_bytes() == expected
+    yield adapter.add_subscription({"client_id": "c", "name": "s", "selector": "",
+                                    "destinations": [("topic", "t")]})
+    yield adapter.delete_subscription("c", "s")
+    yield adapter.remove_destination("q")
+    assert adapter.stored_bytes() == 0

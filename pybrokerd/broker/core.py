@@ -20,6 +20,7 @@ from pybrokerd.broker.destination import (
 from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
+from pybrokerd.broker.usage import FlowControl
 from pybrokerd.security import Security
 from scheduler.scheduler import is_management, is_scheduled
 
@@ -69,6 +70,11 @@ class Broker:
         self.dlq = Destination(QUEUE, dlq_name)
         self.queues: dict[Destination, MessageQueue] = {}
         self.topic_subscriptions: set[TopicSubscription] = set()
+        # memory, store and scheduler limits (the service sets them from the options)
+        self.flow = FlowControl(clock)
+        stored = getattr(store, "stored_bytes", None)
+        if stored is not None:
+            self.flow.store.measure = stored
         self.durable: dict[tuple[str, str], TopicSubscription] = {}
         self.temp_owners: dict[Destination, object] = {}
         self.wildcard_consumers: list[tuple[Consumer, str, object]] = []
@@ -116,6 +122,7 @@ class Broker:
         return defer.succeed(None)
 
     def stop(self):
+        self.flow.stop()
         if self._expiry_loop is not None and self._expiry_loop.running:
             self._expiry_loop.stop()
 
@@ -169,10 +176,12 @@ class Broker:
         if queue is not None:
             for consumer in list(queue.consumers):
                 queue.remove_consumer(consumer)
+            queue.discard()
         for sub in list(self.topic_subscriptions):
             if sub.durable_key is None and all(kind == TEMP_TOPIC for kind, _ in sub.patterns) \
                     and sub.destination == dest:
                 self.topic_subscriptions.discard(sub)
+                sub.discard()
 
     def _check_usable(self, dest: Destination) -> None:
         if dest.is_temporary and dest not in self.temp_owners:
@@ -187,6 +196,19 @@ class Broker:
         ops: list = []
         self._route(message, ops)
         return self._persist(ops)
+
+    def flow_blocker(self, messages: list[Message]):
+        """The full resource (a Usage) a client's send has to wait for, or None."""
+        first = messages[0]
+        if is_management(first.destination) or first.destination.name.startswith(
+                ("ActiveMQ.Statistics", "pybrokerd.Admin.")):
+            return None  # requests to manage the broker always get through
+        scheduled = self.scheduler is not None and is_scheduled(first)
+        for message in messages:
+            usage = self.flow.blocker(message, scheduled)
+            if usage is not None:
+                return usage
+        return None
 
     def publish(self, messages: list[Message], durable: bool = True) -> defer.Deferred:
         """A client's send: the copies of one message (several for a composite destination),
@@ -395,6 +417,7 @@ class Broker:
     def _delete_durable(self, sub: TopicSubscription) -> defer.Deferred:
         self.durable.pop(sub.durable_key, None)
         self.topic_subscriptions.discard(sub)
+        sub.discard()
         return self.store.delete_subscription(*sub.durable_key)
 
     def remove_durable(self, client_id: str | None, name: str) -> defer.Deferred:
@@ -417,6 +440,7 @@ class Broker:
             returned = source.remove_consumer(consumer)
             if isinstance(source, TopicSubscription) and source.durable_key is None:
                 self.topic_subscriptions.discard(source)
+                source.discard()
                 continue
             returns.append((source, self._redeliver(source, returned, ops)))
         d = self._persist(ops)

@@ -289,14 +289,17 @@ class Management:
         queues = list(self.broker.queues.values())
         subs = list(self.broker.topic_subscriptions)
         topics = list(self.topics.values())
+        flow = self.broker.flow
         entries = self._common()
         entries.update(self._counts(
             queues + subs,
             sum(q.enqueue_count for q in queues) + sum(t.enqueue_count for t in topics),
             sum(q.enqueue_bytes for q in queues) + sum(t.enqueue_bytes for t in topics)))
         entries.update({
-            "storePercentUsage": Int32(0), "storeUsage": self._store_usage(), "storeLimit": 0,
+            "storePercentUsage": Int32(flow.store.percent()), "storeUsage": self._store_usage(),
+            "storeLimit": flow.store.limit,
             "tempPercentUsage": Int32(0), "tempUsage": 0, "tempLimit": 0,
+            "memoryLimit": flow.memory.limit, "memoryPercentUsage": Int32(flow.memory.percent()),
             "consumerCount": sum(len(q.consumers) for q in queues) + _subscription_consumers(subs),
             "producerCount": 0,
             "openwire": self.connectors.get("openwire", ""),

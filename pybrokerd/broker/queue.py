@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from pybrokerd.broker.destination import Destination
 from pybrokerd.broker.message import Message, now_ms
+from pybrokerd.broker.usage import Usage
 
 log = Logger()
 
@@ -114,6 +115,7 @@ class Consumer:
         ack_id = self.session.next_ack_id()
         if self.ack_mode != AUTO:
             self.in_flight[ack_id] = Delivery(message, source, ack_id)
+            source.pending.memory.used += message.size  # held until acked
             self.by_message_id[message.message_id] = ack_id
             if message.persistent and not message.redelivery_count and source.store is not None:
                 # remember the delivery in the store: after a crash the message comes back
@@ -131,6 +133,7 @@ class Consumer:
         taken = []
         for ack_id in ack_ids:
             delivery = self.in_flight.pop(ack_id)
+            delivery.source.pending.memory.used -= delivery.message.size
             self.by_message_id.pop(delivery.message.message_id, None)
             if delivery.tx is not None:
                 self.tx_acked -= 1
@@ -157,10 +160,13 @@ class Consumer:
 
 
 class PendingFIFO:
-    """Pending messages in arrival order (ActiveMQ's default: priority is not used)."""
+    """Pending messages in arrival order (ActiveMQ's default: priority is not used).
 
-    def __init__(self):
+    `memory` (a Usage) counts the bytes of every message held, for producer flow control."""
+
+    def __init__(self, memory: Usage):
         self._items: collections.deque[Message] = collections.deque()
+        self.memory = memory
 
     def __len__(self):
         return len(self._items)
@@ -170,27 +176,38 @@ class PendingFIFO:
 
     def append(self, message: Message) -> None:
         self._items.append(message)
+        self.memory.used += message.size
 
     def popleft(self) -> Message:
-        return self._items.popleft()
+        message = self._items.popleft()
+        self.memory.used -= message.size
+        return message
+
+    def pop(self) -> Message:
+        message = self._items.pop()
+        self.memory.used -= message.size
+        return message
 
     def extend_front(self, messages: list[Message]) -> None:
         self._items.extendleft(reversed(messages))
+        self.memory.used += sum(m.size for m in messages)
 
     def remove_where(self, predicate) -> list[Message]:
         kept, removed = collections.deque(), []
         for m in self._items:
             (removed if predicate(m) else kept).append(m)
         self._items = kept
+        self.memory.used -= sum(m.size for m in removed)
         return removed
 
 
 class PendingByPriority:
     """Pending messages, higher JMS priority first, arrival order within a priority."""
 
-    def __init__(self):
+    def __init__(self, memory: Usage):
         self._levels = [collections.deque() for _ in range(10)]
         self._count = 0
+        self.memory = memory
 
     def __len__(self):
         return self._count
@@ -201,18 +218,28 @@ class PendingByPriority:
     def append(self, message: Message) -> None:
         self._levels[message.priority].append(message)
         self._count += 1
+        self.memory.used += message.size
 
     def popleft(self) -> Message:
         for level in reversed(self._levels):
             if level:
                 self._count -= 1
-                return level.popleft()
+                message = level.popleft()
+                self.memory.used -= message.size
+                return message
         raise IndexError("pop from empty pending list")
+
+    def pop(self) -> Message:
+        """The newest message (the last of its level, the newest of those)."""
+        newest = max(self, key=lambda m: m.seq)
+        self.remove_where(lambda m: m is newest)
+        return newest
 
     def extend_front(self, messages: list[Message]) -> None:
         for m in reversed(messages):
             self._levels[m.priority].appendleft(m)
         self._count += len(messages)
+        self.memory.used += sum(m.size for m in messages)
 
     def remove_where(self, predicate) -> list[Message]:
         removed = []
@@ -222,6 +249,7 @@ class PendingByPriority:
                 (removed if predicate(m) else kept).append(m)
             self._levels[i] = kept
         self._count -= len(removed)
+        self.memory.used -= sum(m.size for m in removed)
         return removed
 
 
@@ -242,7 +270,9 @@ class MessageQueue:
         self.broker = broker
         self.destination = destination
         self.store = store
-        self.pending = PendingByPriority() if prioritized else PendingFIFO()
+        memory = getattr(broker, "flow", None)
+        memory = memory.memory if memory is not None else Usage("memory", "--memory-limit")
+        self.pending = PendingByPriority(memory) if prioritized else PendingFIFO(memory)
         self.consumers: list[Consumer] = []
         self.groups: dict[str, Consumer] = {}
         self._next_consumer = 0
@@ -433,7 +463,7 @@ class MessageQueue:
             return
         # the new message is the last one; it may only jump the queue if nothing before it
         # can go (that is what stalled means), so try it alone
-        message = self._pop_last()
+        message = self.pending.pop()
         if message.expires and message.is_expired():
             self.broker.expired(self, message)
             return
@@ -442,15 +472,6 @@ class MessageQueue:
             self.pending.append(message)
         else:
             self._hand_over(consumer, message)
-
-    def _pop_last(self) -> Message:
-        pending = self.pending
-        if isinstance(pending, PendingFIFO):
-            return pending._items.pop()
-        # priority lists: rare path; the newest message is the last of its level
-        newest = max(pending, key=lambda m: m.seq)
-        pending.remove_where(lambda m: m is newest)
-        return newest
 
     def _choose(self, message: Message, candidates: list[Consumer]) -> Consumer | None:
         group = message.group_id
@@ -487,6 +508,10 @@ class MessageQueue:
         in_flight = [d.message for c in self.consumers for d in c.in_flight.values()
                      if d.source is self]
         return sorted(itertools.chain(self.pending, in_flight), key=lambda m: m.seq)
+
+    def discard(self) -> None:
+        """The queue (or subscription) is dropped: what it holds no longer counts."""
+        self.pending.remove_where(lambda m: True)
 
     def remove_expired(self, now: int) -> list[Message]:
         return self.pending.remove_where(lambda m: m.expires and m.expires <= now)

@@ -62,6 +62,12 @@ class StompProtocol(protocol.Protocol):
     def close(self) -> None:
         self.transport.loseConnection()
 
+    def pause_reading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()
+
     # IPushProducer
     def pauseProducing(self):
         if self.session is not None:

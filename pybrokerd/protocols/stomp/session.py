@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python import failure
 from zope.interface import implementer
 
 from pybrokerd import __version__
@@ -115,6 +116,7 @@ class StompSession:
         self._message_seq = itertools.count(1)
         self._ack_seq = itertools.count(1)
         self._held = None  # MESSAGE frames waiting for the current frame's answer
+        self._blocked = False  # a SEND waits for room (flow control): reading is paused
         self._receipts: collections.deque = collections.deque()
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
@@ -206,8 +208,16 @@ class StompSession:
             held, self._held = self._held, None
             for data in held:
                 self._send(data)
-        for queued in waiting:
+        self._replay(waiting)
+
+    def _replay(self, frames) -> None:
+        """Handle frames that waited; if one of them has to wait again (flow control), the
+        rest queue up behind it."""
+        for i, queued in enumerate(frames):
             if self.closing:
+                return
+            if self._waiting is not None:
+                self._waiting.extend(frames[i:])
                 return
             self._handle(queued)
 
@@ -294,6 +304,8 @@ class StompSession:
 
     def _check_read(self) -> None:
         now = self.clock.seconds()
+        if self._blocked:
+            self._last_read = now  # we stopped reading, not the client its heart-beats
         deadline = self._last_read + self._read_window
         if now >= deadline:
             log.info("STOMP {connection}: no data for {seconds:.1f}s despite the negotiated "
@@ -369,6 +381,10 @@ class StompSession:
         if any(name in message.properties for name in SCHEDULING_HEADERS):
             parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
         copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
+        usage = self.broker.flow_blocker(copies)
+        if usage is not None:
+            self._block(frame, usage, message)
+            return
         if tx is not None:
             tx.sends.extend(copies)
             self._receipt(receipt)
@@ -735,6 +751,30 @@ class StompSession:
         self._flush_receipts()
 
     # == flow control and teardown ==========================================================
+    def _block(self, frame, usage, message) -> None:
+        """A limit is full: stop reading this producer until there is room, then handle the
+        SEND again; frames already read wait behind it, in order (ActiveMQ blocks the
+        producer too, but for ever by default; we give up after --send-fail-timeout)."""
+        self._waiting = []
+        self._blocked = True
+        self.link.pause_reading()
+        d = self.broker.flow.wait(usage, message.destination.stomp(), self.connection_id)
+        d.addCallbacks(self._unblock, self._unblock, callbackArgs=(frame,),
+                       errbackArgs=(frame,))
+
+    def _unblock(self, result, frame) -> None:
+        waiting, self._waiting = self._waiting, None
+        self._blocked = False
+        if self.closing:
+            return
+        if isinstance(result, failure.Failure):
+            self._error(str(result.value), receipt=frame.headers.get("receipt"))
+        else:
+            self._handle(frame)  # checks the limit again: it may wait once more
+        self._replay(waiting)
+        if self._waiting is None and not self.closing:
+            self.link.resume_reading()
+
     def pause_writing(self) -> None:
         self.writable = False
 

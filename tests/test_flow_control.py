@@ -1,0 +1,238 @@
+"""Producer flow control: memory, store and scheduler limits block producers, consumers free
+room, and a producer that waits too long gets an ERROR naming the limit instead of a hang."""
+
+import threading
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from pybrokerd.broker.core import Broker
+from pybrokerd.broker.destination import QUEUE, TEMP_QUEUE, TOPIC, Destination
+from pybrokerd.broker.message import Message
+from pybrokerd.broker.queue import AUTO, CLIENT_INDIVIDUAL, Consumer
+from stores.journal import JournalAdapter
+from support import BrokerProcess, RawStomp, unique
+from support import CollectingSession as Session
+from support import until_in_reactor as until
+
+BODY = b"x" * 1024
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    proc = BrokerProcess("--memory-limit=64kb", "--store-limit=64kb", "--scheduler-limit=32kb",
+                         "--send-fail-timeout=1.5",
+                         directory=str(tmp_path_factory.mktemp("flow"))).start()
+    yield proc
+    proc.stop()
+
+
+def fill(c, dest, headers, until_blocked_after=500):
+    """Send with receipts until one does not come back at once; -> (sent, its receipt id)."""
+    for i in range(until_blocked_after):
+        rid = unique("r")
+        c.send("SEND", dict(headers, destination=dest, receipt=rid, seq=str(i)), BODY)
+        frame = c.maybe_recv(0.5)
+        if frame is None:
+            return i, rid
+        assert frame.command == "RECEIPT" and frame.headers["receipt-id"] == rid, frame
+    raise AssertionError("the limit never blocked the producer")
+
+
+def drain(c, dest, n, timeout=10.0):
+    c.send("SUBSCRIBE", {"destination": dest, "id": "drain", "ack": "auto"})
+    got = [c.recv_command("MESSAGE", timeout) for _ in range(n)]
+    c.send("UNSUBSCRIBE", {"id": "drain"})
+    return got
+
+
+@pytest.mark.parametrize("kind,headers,limit", [
+    ("memory", {}, "--memory-limit"),
+    ("store", {"persistent": "true"}, "--store-limit"),
+    ("scheduler", {"AMQ_SCHEDULED_DELAY": "600000"}, "--scheduler-limit"),
+])
+def test_a_full_limit_blocks_then_fails_the_send_with_an_error_naming_it(broker, kind, headers,
+                                                                         limit):
+    dest = "/queue/" + unique(kind)
+    producer = RawStomp(broker.port)
+    producer.connect()
+    sent, rid = fill(producer, dest, headers)
+    assert sent >= 10  # the limits are tens of KiB: some got in first
+    started = time.monotonic()
+    error = producer.recv_command("ERROR", timeout=10)
+    waited = time.monotonic() - started
+    assert error.headers["receipt-id"] == rid
+    message = error.headers["message"]
+    assert limit in message and "--send-fail-timeout" in message and dest[7:] in message
+    assert 0.5 <= waited < 5  # it waited about the timeout (1.5 s, 0.5 s of it in fill())
+    # the ERROR is about that send only: the connection stays usable
+    assert producer.receipt("SEND", {"destination": "/queue/" + unique("other")}).command in (
+        "RECEIPT", "ERROR")
+    assert producer.receipt("BEGIN", {"transaction": "t"}).command == "RECEIPT"
+    producer.close()
+    if kind != "scheduler":
+        consumer = RawStomp(broker.port)
+        consumer.connect()
+        got = drain(consumer, dest, sent)
+        assert [int(m.headers["seq"]) for m in got] == list(range(sent))
+        consumer.close()
+    else:
+        remove_all_jobs(broker)
+
+
+def remove_all_jobs(broker):
+    c = RawStomp(broker.port)
+    c.connect()
+    c.receipt("SEND", {"destination": "/queue/ActiveMQ.Scheduler.Management",
+                       "AMQ_SCHEDULER_ACTION": "REMOVEALL"})
+    c.close()
+
+
+@pytest.mark.parametrize("headers", [{}, {"persistent": "true"}])
+def test_a_blocked_producer_resumes_when_a_consumer_makes_room(broker, headers):
+    dest = "/queue/" + unique("resume")
+    producer = RawStomp(broker.port)
+    producer.connect()
+    sent, rid = fill(producer, dest, headers)
+    # frames read behind the blocked SEND wait and are answered in order after it
+    producer.send("SEND", dict(headers, destination=dest, receipt="after", seq=str(sent + 1)), BODY)
+    consumer = RawStomp(broker.port)
+    consumer.connect()
+    consumer.send("SUBSCRIBE", {"destination": dest, "id": "1", "ack": "client-individual"})
+    for _ in range(5):
+        m = consumer.recv_command("MESSAGE")
+        consumer.send("ACK", {"id": m.headers["ack"]})
+    first = producer.recv(timeout=5)
+    second = producer.recv(timeout=5)
+    assert (first.command, first.headers["receipt-id"]) == ("RECEIPT", rid)
+    assert (second.command, second.headers["receipt-id"]) == ("RECEIPT", "after")
+    seqs = [int(consumer.recv_command("MESSAGE").headers["seq"]) for _ in range(sent - 5)]
+    # ... and nothing was lost or reordered on the way
+    assert seqs == list(range(5, sent))
+    consumer.close()
+    producer.close()
+
+
+def test_other_clients_keep_working_while_a_producer_is_blocked(broker):
+    dest = "/queue/" + unique("blocked")
+    producer = RawStomp(broker.port)
+    producer.connect(**{"heart-beat": "300,0"})  # it must beat; the broker stops reading it
+    sent, rid = fill(producer, dest, {"persistent": "true"})
+    other = RawStomp(broker.port)
+    other.connect()
+    # requests to manage the broker always get through
+    stats_reply = unique("stats")
+    other.send("SUBSCRIBE", {"destination": "/queue/" + stats_reply, "id": "s"})
+    assert other.receipt("SEND", {"destination": "/queue/ActiveMQ.Statistics.Broker",
+                                  "reply-to": "/queue/" + stats_reply}).command == "RECEIPT"
+    stats = other.recv_command("MESSAGE")
+    assert b"storeLimit" in stats.body
+    # the producer was not dropped for missing heart-beats while the broker did not read it
+    beat = threading.Event()
+
+    def beats():
+        while not beat.is_set():
+            try:
+                producer.send_raw(b"\n")
+            except OSError:
+                return
+            beat.wait(0.1)
+    t = threading.Thread(target=beats, daemon=True)
+    t.start()
+    try:
+        error = producer.recv_command("ERROR", timeout=10)
+        assert error.headers["receipt-id"] == rid
+    finally:
+        beat.set()
+        t.join()
+    assert producer.receipt("ABORT", {"transaction": "none"}).command == "ERROR"  # still open
+    drain(other, dest, sent)
+    other.close()
+    producer.close()
+
+
+def test_fail_at_once_with_a_zero_timeout(tmp_path):
+    proc = BrokerProcess("--memory-limit=8kb", "--send-fail-timeout=0",
+                         directory=str(tmp_path)).start()
+    try:
+        c = RawStomp(proc.port)
+        c.connect()
+        dest = "/queue/" + unique()
+        answers = [c.receipt("SEND", {"destination": dest}, BODY).command for _ in range(30)]
+        assert "ERROR" in answers
+        first_error = answers.index("ERROR")
+        assert all(a == "RECEIPT" for a in answers[:first_error]) and first_error >= 5
+    finally:
+        proc.stop()
+
+
+# -- the memory count, in process: every way a message enters or leaves memory ---------------
+
+def _held(broker):
+    """What the queues and subscriptions hold, summed the slow way."""
+    return sum(q.memory_usage() for q in list(broker.queues.values())
+               + list(broker.topic_subscriptions))
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_memory_count_follows_every_path_and_returns_to_zero(tmp_path):
+    store = JournalAdapter(str(tmp_path))
+    yield store.open()
+    broker = Broker(store, page_size=20, expiry_check_interval=0)
+    broker.topic_pending_limit = 5
+    yield broker.start()
+    memory = broker.flow.memory
+
+    def check():
+        assert memory.used == _held(broker)
+
+    q = Destination(QUEUE, "q")
+    # enqueue beyond the window (paged ones are not in memory), non-persistent too
+    yield defer.gatherResults([broker.send(Message("ID:p-%d" % i, q, b"x" * 100, persistent=True))
+                               for i in range(50)])
+    for i in range(5):
+        broker.send(Message("ID:n-%d" % i, q, b"y" * 50))
+    broker.send(Message("ID:e-1", q, b"z", expires=1))  # already expired
+    check()
+    assert memory.used == 20 * 300 + 5 * 250 + 201
+    # deliveries in flight, acks, nacks, requeue on unsubscribe
+    session = Session()
+    consumer = Consumer(session, "1", [q], ack_mode=CLIENT_INDIVIDUAL, prefetch=10)
+    broker.subscribe(consumer)
+    yield until(lambda: len(session.got) == 10)
+    check()
+    yield broker.ack(consumer, [a for _, a in session.got[:4]])
+    yield broker.nack(consumer, [session.got[4][1]])
+    check()
+    yield broker.unsubscribe(consumer)
+    check()
+    # auto ack drains everything, the expired one included, and the NACKed one from the DLQ
+    session = Session()
+    consumer = Consumer(session, "2", [q, broker.dlq], ack_mode=AUTO)
+    broker.subscribe(consumer)
+    yield until(lambda: broker.queues[q].size() == 0 and broker.queues[broker.dlq].size() == 0)
+    yield broker.unsubscribe(consumer)
+    check()
+    # topics: a slow subscriber's discards, then dropping its subscription
+    t = Destination(TOPIC, "t")
+    slow = Session()
+    slow.writable = False
+    sub = Consumer(slow, "3", [t], ack_mode=CLIENT_INDIVIDUAL)
+    broker.subscribe(sub)
+    for i in range(20):
+        broker.send(Message("ID:t-%d" % i, t, b"t" * 10))
+    assert memory.used == 5 * 210
+    check()
+    yield broker.unsubscribe(sub)
+    # a temporary queue deleted with messages in it; a purge
+    tmp = broker.create_temporary(TEMP_QUEUE, "c1", owner=slow)
+    broker.send(Message("ID:tmp", tmp, b"t"))
+    broker.send(Message("ID:purged", Destination(QUEUE, "p"), b"p" * 10))
+    assert memory.used > 0
+    broker.delete_temporary(tmp)
+    yield broker.queues[Destination(QUEUE, "p")].purge()
+    check()
+    assert memory.used == 0
+    yield store.close()
