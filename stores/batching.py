@@ -20,6 +20,8 @@ Everything else lives here, once:
 from __future__ import annotations
 
 import collections
+import errno
+import os
 import threading
 import time
 
@@ -33,6 +35,21 @@ from stores.interfaces import IMessageStore, IPersistenceAdapter
 log = Logger()
 
 SYNC_POLICIES = ("always", "periodic", "never")
+PROBE_ID = "\0pybrokerd-probe"  # the producer record a recovery probe writes and removes
+
+
+class StoreWriteError(Exception):
+    """A batch could not be written (disk full, I/O error); str() says so for a client."""
+
+    def __init__(self, error, directory):
+        super().__init__("the store could not write it (%s in %s)" % (describe_error(error), directory))
+        self.error = error
+
+
+def describe_error(error) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return "%s (errno %s)" % (error.strerror, error.errno)
+    return str(error) or type(error).__name__
 
 
 class Catalogue:
@@ -172,6 +189,10 @@ class BatchingAdapter:
         self.sync_in_apply = True  # read by backends that sync inside backend_apply (LevelDB)
         self._next_seq = 1
         self._stored_total = 0
+        self.failure = None   # the error of the last failed write, until a write works again
+        self._failures = 0
+        self._failing = False  # writer thread's view of the same
+        self._retry_at = 0.0
         self.batches = 0      # group commits done (for benchmarks and the admin API)
         self.batched_ops = 0  # operations they carried
 
@@ -364,19 +385,30 @@ class BatchingAdapter:
         return d
 
     def _writer(self):
+        self._make_reserve()
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
-                    timeout = self._idle_timeout()
-                    if not self._cond.wait(timeout):
+                while not self._stopping:
+                    if self._failing:
+                        # after a failed write, try again at most once per retry interval
+                        delay = self._retry_at - time.monotonic()
+                        if delay <= 0:
+                            break
+                        self._cond.wait(delay)
+                        continue
+                    if self._pending:
+                        break
+                    if not self._cond.wait(self._idle_timeout()):
                         break
                 batch, self._pending = self._pending, []
                 stopping = self._stopping and not batch
             if self._abandoned:
                 return
+            if self._failing and not stopping:
+                self._probe()  # only a probe's success, not a small batch's, ends a failure
             if batch:
                 self._write(batch)
-            else:
+            elif not self._failing:
                 self._idle()
             if stopping:
                 if self.batches:
@@ -401,9 +433,10 @@ class BatchingAdapter:
             if self._unsynced and self.sync_policy != "never":
                 self.backend_sync()
                 self._unsynced = False
-            self.backend_maintenance()
-        except Exception:
-            log.failure("store maintenance")
+        except Exception as e:
+            self._write_failed([], e)  # what was written lazily may not be on disk
+            return
+        self._maintain()
 
     def _write(self, batch: list[_Pending]):
         ops = self._merge(batch)
@@ -427,15 +460,22 @@ class BatchingAdapter:
                     self.backend_sync()
                     self._unsynced = False
                     self._last_sync = time.monotonic()
-        except BaseException as e:
-            log.failure("store write failed")
-            self.reactor.callFromThread(self._fail, batch, e)
+        except Exception as e:
+            self._write_failed(batch, e)
             return
+        self.backend_done()
         self.reactor.callFromThread(self._written, batch)
+        self._maintain()
+
+    def _maintain(self):
         try:
             self.backend_maintenance()
         except Exception:
             log.failure("store maintenance")
+            try:
+                self.backend_rollback()  # a compaction batch half done
+            except Exception:
+                log.failure("store maintenance: rolling back")
 
     def _merge(self, batch: list[_Pending]) -> list:
         """Backend operations for a batch, with adds cancelled by removes in the same batch."""
@@ -489,9 +529,144 @@ class BatchingAdapter:
         for pending in batch:
             pending.deferred.callback(None)
 
+    # -- write failures (disk full, I/O errors) ---------------------------------------------
+    retry_interval = 1.0  # seconds between attempts to write again after a failure
+    probe_size = 64 * 1024  # bytes a recovery probe writes: room for more than a tiny record
+
+    def _write_failed(self, batch, error):
+        """Writer thread: put the backend back where it was before this batch, then let the
+        reactor fail the batch's Deferreds and keep what must not be lost for the next try."""
+        try:
+            self.backend_rollback()
+        except Exception:
+            log.failure("store {dir}: rolling back a failed batch", dir=self.directory)
+        self._failing = True
+        self._retry_at = time.monotonic() + self.retry_interval
+        self.reactor.callFromThread(self._fail, batch, error)
+
+    reserve_size = 1024 * 1024  # a file given back when the disk is full (see _release_reserve)
+
+    def _reserve_path(self):
+        return os.path.join(self.directory, "reserve")
+
+    def _make_reserve(self) -> bool:
+        """Writer thread: keep `reserve_size` bytes of the disk in a file of our own, so that
+        a full disk still leaves the store room to checkpoint and delete what is dead.
+        -> False when there is no room for it."""
+        path = self._reserve_path()
+        try:
+            if os.path.getsize(path) >= self.reserve_size:
+                return True
+        except OSError:
+            pass
+        try:
+            with open(path, "wb") as f:
+                f.write(b"\0" * self.reserve_size)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return False
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self._reserve_path())
+            return True
+        except OSError:
+            return False
+
+    def _probe(self):
+        """Writer thread, while failing: free what can be freed, then see whether there is
+        room for the reserve and a probe write again.  Needing the reserve back before
+        saying "recovered" keeps a nearly full disk from flapping between the two states."""
+        if self._release_reserve():
+            log.warn("store {dir}: released its reserve file ({size} bytes) to make room",
+                     dir=self.directory, size=self.reserve_size)
+        try:
+            self.backend_reclaim()
+            if not self._make_reserve():
+                raise OSError(errno.ENOSPC, "no room for the %d-byte reserve file"
+                              % self.reserve_size)
+            self.backend_probe()
+            self.backend_done()
+        except Exception as e:
+            try:
+                self.backend_rollback()
+            except Exception:
+                pass
+            self._retry_at = time.monotonic() + self.retry_interval
+            self.reactor.callFromThread(self._still_failing, e)
+            return
+        self._failing = False
+        self.reactor.callFromThread(self._recovered)
+
     def _fail(self, batch, error):
+        """Reactor thread.  The batch was not written: its adds are forgotten (the messages
+        were never stored: their senders get an error), everything else (acks, subscriptions,
+        producer sequences, delivery marks) is kept and written with the next batch that
+        succeeds, so a disk that fills up costs no ack."""
+        first = self.failure is None
+        self.failure = error
+        self._failures += 1
+        if first or self._failures % 100 == 0:
+            log.critical("store {dir} cannot write ({error}): persistent messages are refused "
+                         "until it can; retrying every {interval:g} s", dir=self.directory,
+                         error=describe_error(error), interval=self.retry_interval)
+        carried = []
         for pending in batch:
-            pending.deferred.errback(error)
+            for op in pending.ops:
+                if op[0] == "add":
+                    view, entry = op[1], op[2]
+                    message = entry.message
+                    if view.entries.get(message.message_id) is entry:
+                        del view.entries[message.message_id]
+                        view._bytes -= len(message.body)
+                        self._stored_total -= len(message.body)
+                elif op[0] != "checkpoint":
+                    carried.append(op)
+        if carried and not self._stopping:
+            # nobody waits for these: a failure of this try is reported by the next _fail
+            self._submit(carried, durable=False).addErrback(lambda f: None)
+        failure = StoreWriteError(error, self.directory)
+        for pending in batch:
+            pending.deferred.errback(failure)
+
+    def _still_failing(self, error):
+        self.failure = error
+        self._failures += 1
+        if self._failures % 30 == 0:
+            log.critical("store {dir} still cannot write ({error})", dir=self.directory,
+                         error=describe_error(error))
+
+    def _recovered(self):
+        if self.failure is not None:
+            log.warn("store {dir} writes again after {error}: persistent messages are accepted "
+                     "again", dir=self.directory, error=describe_error(self.failure))
+        self.failure = None
+        self._failures = 0
+
+    def backend_done(self) -> None:
+        """Writer thread: the last batch was written (and synced if it had to be); it can no
+        longer be rolled back."""
+
+    def backend_reclaim(self) -> None:
+        """Writer thread, while failing, before each probe: free what can be freed without
+        writing much (dead journal segments)."""
+
+    def backend_rollback(self) -> None:
+        """Writer thread, after a failed apply or sync: make the backend as it was before the
+        batch (a store whose batches are atomic by themselves has nothing to do)."""
+
+    def backend_probe(self) -> None:
+        """Writer thread, while failing: raise unless a write of probe_size bytes and a sync
+        work now.  It writes a producer record and removes it again."""
+        self.backend_apply([("producer", PROBE_ID, [0, "x" * self.probe_size]),
+                            ("producer", PROBE_ID, None)])
+        self.backend_sync()
 
     # -- reading ---------------------------------------------------------------------------
     def _read_many(self, key, wanted):

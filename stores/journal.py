@@ -260,6 +260,7 @@ class JournalAdapter(BatchingAdapter):
 
     # -- writing ---------------------------------------------------------------------------
     def backend_apply(self, ops):
+        self._undo = None
         parts, adds = [], []
         size = 0
         for op in ops:
@@ -291,6 +292,10 @@ class JournalAdapter(BatchingAdapter):
             size += len(record)
         if not parts:
             return
+        # what backend_rollback() needs if the write or the sync after it fails
+        undo = []
+        self._undo = (self._current, self._size, self._since_ckpt, self._live, self._max_seq,
+                      undo)
         payload = b"".join(parts)
         batch = b"".join((BATCH_HEAD.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload)),
                           payload, BATCH_END))
@@ -311,30 +316,63 @@ class JournalAdapter(BatchingAdapter):
                 if kind == "remove":
                     entries = index.get(op[1])
                     if entries is not None:
-                        entries.pop(op[2], None)
+                        undo.append((entries, op[2], entries.pop(op[2], None)))
                 elif kind == "sub":
+                    undo.append((self._subs, op[1], self._subs.get(op[1])))
                     self._subs[op[1]] = op[2]
                 elif kind == "unsub":
-                    self._subs.pop(op[1], None)
-                    index.pop(op[1], None)
+                    undo.append((self._subs, op[1], self._subs.pop(op[1], None)))
+                    undo.append((index, op[1], index.pop(op[1], None)))
                 elif kind == "queue":
+                    undo.append((self._queue_names, op[1], op[1] in self._queue_names))
                     self._queue_names.add(op[1])
                 elif kind == "drop":
+                    undo.append((self._queue_names, op[1], op[1] in self._queue_names))
                     self._queue_names.discard(op[1])
-                    index.pop("queue:" + op[1], None)
+                    undo.append((index, "queue:" + op[1], index.pop("queue:" + op[1], None)))
                 elif kind == "producer":
+                    undo.append((self._producers, op[1], self._producers.get(op[1])))
                     if op[2] is None:
                         self._producers.pop(op[1], None)
                     else:
                         self._producers[op[1]] = op[2]
             self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
             for key, message_id, seq, at, length, body in adds:
-                index.setdefault(key, {})[message_id] = _pack(seq, segment, offset + at, length,
-                                                              body)
+                entries = index.setdefault(key, {})
+                undo.append((entries, message_id, entries.get(message_id)))
+                entries[message_id] = _pack(seq, segment, offset + at, length, body)
                 if seq > self._max_seq:
                     self._max_seq = seq
             # a remove that precedes its add in the same ops list cannot happen: the adapter
             # cancels such pairs before they get here
+
+    def backend_rollback(self):
+        """Cut the journal back to where it was before the last batch and undo its index
+        changes: a batch whose write or sync failed must leave no trace, or the next good
+        batch would follow a torn one (and replay would stop at the tear)."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        segment, size, since_ckpt, live, max_seq, changes = undo
+        with self._lock:
+            for holder, key, old in reversed(changes):
+                if isinstance(holder, set):
+                    (holder.add if old else holder.discard)(key)
+                elif old is None:
+                    holder.pop(key, None)
+                else:
+                    holder[key] = old
+            self._live, self._max_seq, self._since_ckpt = live, max_seq, since_ckpt
+        if self._current != segment:  # the failed batch had opened the next segment
+            os.ftruncate(self._fd, 0)
+        else:
+            os.ftruncate(self._fd, size)
+        self._size = os.fstat(self._fd).st_size
+
+    _undo = None
+
+    def backend_done(self):
+        self._undo = None  # the batch stands: nothing may roll it back any more
 
     @staticmethod
     def _record(kind, key, message_id, seq, data) -> bytes:
@@ -392,6 +430,16 @@ class JournalAdapter(BatchingAdapter):
         self._since_ckpt = 0
         self._ckpt_time = time.monotonic()
         self._dirty = False
+
+    def backend_reclaim(self):
+        """The disk is full: every segment without a live message can go, the current one
+        too (an empty one takes its place), once a checkpoint no longer needs them."""
+        live = self._live_by_segment()
+        if self._current not in live and self._size > 0:
+            os.close(self._fd)
+            self._open_segment(self._current + 1)
+        self._checkpoint()
+        self._collect()
 
     def _live_by_segment(self) -> dict[int, int]:
         live: dict[int, int] = {}

@@ -20,6 +20,7 @@ crash loses nothing) and ``backend_sync`` makes them durable with one synced wri
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -103,6 +104,9 @@ class LevelDbAdapter(BatchingAdapter):
     # -- writing ---------------------------------------------------------------------------
     def backend_apply(self, ops):
         db = self._db
+        if db is None:
+            raise OSError(errno.EIO, "the leveldb database could not be reopened after a "
+                                     "write error")
         synced = self.sync_policy == "always" and self.sync_in_apply
         batch = db.write_batch(sync=synced)
         hwm = self._hwm
@@ -150,6 +154,23 @@ class LevelDbAdapter(BatchingAdapter):
             batch.delete(k)
         for k in put_here.pop(key, ()):
             batch.delete(k)
+
+    def backend_rollback(self):
+        """LevelDB appends a batch to its log; a failed append leaves a torn record that new
+        records would follow, and on the next open its log reader drops whatever shares a
+        block with the tear, acknowledged writes included.  So after a failure the database
+        is closed and opened again: recovery cuts the tear and a fresh log starts."""
+        with self._guard.exclusive():
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+        self._db = plyvel.DB(self.directory, **self._db_options)  # may fail: probed again
+        self._synced = True
+
+    def backend_probe(self):
+        if self._db is None:
+            self.backend_rollback()
+        super().backend_probe()
 
     def backend_sync(self):
         if not self._synced:  # a batch written synced needs nothing more

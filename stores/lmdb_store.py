@@ -250,6 +250,16 @@ class LmdbAdapter(BatchingAdapter):
         self._map_size = new_size
         log.info("lmdb {dir}: map full, grown to {size} bytes", dir=self.directory, size=new_size)
 
+    def backend_probe(self):
+        # committed, then deleted in a second commit: LMDB never writes pages that are freed
+        # within the transaction that dirtied them
+        with self._env.begin(write=True) as txn:
+            txn.put(b"probe", b"p" * self.probe_size, db=self._db_meta)
+        self.backend_sync()
+        with self._env.begin(write=True) as txn:
+            txn.delete(b"probe", db=self._db_meta)
+        self.backend_sync()
+
     def backend_sync(self):
         if self.sync_policy != "always":  # under "always" every commit is already durable
             self._env.sync(True)

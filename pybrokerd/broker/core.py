@@ -14,6 +14,7 @@ import itertools
 
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, Destination, compile_pattern)
@@ -22,6 +23,7 @@ from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
 from pybrokerd.broker.usage import FlowControl
 from pybrokerd.security import Security
+from stores.batching import StoreWriteError, describe_error
 from scheduler.scheduler import is_management, is_scheduled
 
 log = Logger()
@@ -224,6 +226,7 @@ class Broker:
         done = []
         ops: list = []
         try:
+            self._check_stores(messages)
             for message in messages:
                 scheduled = self._to_scheduler(message)
                 if scheduled is not None:
@@ -244,7 +247,31 @@ class Broker:
         d = done[0] if len(done) == 1 else defer.gatherResults(done, consumeErrors=True)
         if stamp is not None:
             self._track_write(stamp[0], d)
+            d.addErrback(self._unstamp, stamp)
         return d
+
+    def _unstamp(self, failure, stamp):
+        """The send was not stored: a re-send of it must not be dropped as a duplicate."""
+        producer_id, sequence, previous = stamp
+        if self.producers.get(producer_id) == sequence:
+            if previous is None:
+                self.producers.pop(producer_id, None)
+            else:
+                self.producers[producer_id] = previous
+        return failure
+
+    def _check_stores(self, messages: list[Message]) -> None:
+        """Refuse at once what a store that cannot write would have to hold."""
+        failure = getattr(self.store, "failure", None)
+        if failure is not None and any(m.persistent for m in messages):
+            raise BrokerError(
+                "Persistent messages are refused: %s. The broker tries again every second and "
+                "accepts them once it can write; non-persistent messages still flow"
+                % _store_trouble(self.store))
+        if self.scheduler is not None and any(is_scheduled(m) for m in messages):
+            store = self.scheduler.adapter
+            if getattr(store, "failure", None) is not None:
+                raise BrokerError("Scheduled messages are refused: %s" % _store_trouble(store))
 
     def _producer_sequence(self, message: Message):
         """(producer id, sequence, previous sequence) for a stamped send, None for a duplicate."""
@@ -275,7 +302,14 @@ class Broker:
         if latest is None:
             return defer.succeed(None)
         d = defer.Deferred()
-        latest.addBoth(lambda result: (d.callback(None), result)[1])
+
+        def relay(result):
+            if isinstance(result, Failure):
+                d.errback(result)  # the original was not stored either
+            else:
+                d.callback(None)
+            return result
+        latest.addBoth(relay)
         return d
 
     def _track_write(self, producer_id: str, d: defer.Deferred) -> None:
@@ -341,11 +375,29 @@ class Broker:
         """Submit the store operations of one broker action as one atomic batch, then do its
         in-memory enqueues.  -> Deferred firing when the batch is durable."""
         store_ops = [op for op in ops if op[0] != "enqueue"]
-        d = self.store.transaction(store_ops, durable=durable) if store_ops else defer.succeed(None)
+        if not store_ops:
+            d = defer.succeed(None)
+        else:
+            d = self.store.transaction(store_ops, durable=durable)
+            if not d.called:
+                d.addErrback(self._unroute, ops)
         for op in ops:
             if op[0] == "enqueue":
                 op[1].enqueue(op[2])
         return d
+
+    def _unroute(self, failure, ops: list):
+        """The store could not write the batch: its persistent messages were not stored and
+        their senders hear so; those still waiting in memory are taken back, so that nobody
+        receives a message whose sender was told it failed."""
+        if failure.check(StoreWriteError):
+            for op in ops:
+                if op[0] == "enqueue" and op[2].persistent and op[1].store is not None:
+                    queue, message = op[1], op[2]
+                    if queue.pending.remove_where(lambda m: m is message):
+                        queue.resident.discard(message.message_id)
+                        queue.enqueue_count -= 1
+        return failure
 
     # -- consuming -----------------------------------------------------------------------
     def subscribe(self, consumer: Consumer) -> None:
@@ -588,6 +640,7 @@ class Broker:
             source.wake()
 
     def commit(self, tx: Transaction) -> defer.Deferred:
+        self._check_stores(tx.sends)
         ops: list = []
         scheduled = []
         for message in tx.sends:
@@ -631,6 +684,10 @@ class Broker:
                          "dequeued": queue.dequeue_count, "dispatched": queue.dispatched_count,
                          "expired": queue.expired_count})
         return rows
+
+
+def _store_trouble(store) -> str:
+    return "the store in %s cannot write (%s)" % (store.directory, describe_error(store.failure))
 
 
 __all__ = ["Broker", "BrokerError", "Transaction", "AUTO"]

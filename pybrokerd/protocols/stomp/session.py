@@ -34,7 +34,9 @@ from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import (
     FrameError, FrameParser, Limits, header_lines, serialize)
 from pybrokerd.protocols.stomp.mapmessage import render as render_map
+from pybrokerd.broker.usage import ResourceLimitError
 from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
+from stores.batching import StoreWriteError
 from scheduler.scheduler import parse as parse_schedule
 
 log = Logger()
@@ -729,8 +731,10 @@ class StompSession:
     def _failure_text(self, failure) -> str:
         if failure.check(defer.FirstError):
             failure = failure.value.subFailure
-        if failure.check(BrokerError, ScheduleError, DestinationError):
+        if failure.check(BrokerError, ScheduleError, DestinationError, ResourceLimitError):
             return str(failure.value)
+        if failure.check(StoreWriteError):  # the store logs it (loudly, once)
+            return "The broker could not store this durably: %s" % failure.value
         log.failure("store write for {connection}", failure, connection=self.connection_id)
         return "The broker could not store this durably: %s" % failure.getErrorMessage()
 

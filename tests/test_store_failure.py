@@ -1,0 +1,101 @@
+"""A store that cannot write (disk full, I/O error): nothing half-written is acknowledged,
+persistent sends get a clear ERROR while the rest keeps working, and writes resume by
+themselves once there is room.
+
+The write errors are real: the process's file size limit (RLIMIT_FSIZE) makes the kernel refuse
+to grow the store's files, the way a full disk refuses with ENOSPC; raising it again is the
+operator freeing space."""
+
+import glob
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT, BrokerProcess, RawStomp, unique, wait_until
+
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store_failure_child.py")
+
+
+@pytest.mark.parametrize("kind", ["kahadb", "lmdb", "leveldb"])
+def test_a_store_survives_write_errors_and_recovers(tmp_path, kind):
+    run = subprocess.run([sys.executable, CHILD, kind, str(tmp_path / "store")], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def _limit_file_size(pid, limit):
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def test_the_broker_refuses_persistent_sends_while_its_store_cannot_write(tmp_path):
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        producer = RawStomp(broker.port)
+        producer.connect()
+        dest = "/queue/" + unique("full")
+        body = b"d" * 1024
+        assert producer.receipt("SEND", {"destination": dest, "persistent": "true", "n": "0"},
+                                body).command == "RECEIPT"
+        segment = max(glob.glob(os.path.join(broker.store_dir, "db-*.log")), key=os.path.getsize)
+        _limit_file_size(broker.proc.pid, os.path.getsize(segment) + 256 * 1024)
+        receipted, refused = [0], None
+        for n in range(1, 2000):
+            answer = producer.receipt("SEND", {"destination": dest, "persistent": "true",
+                                               "n": str(n)}, body)
+            if answer.command == "ERROR":
+                refused = answer.headers["message"]
+                break
+            receipted.append(n)
+        assert refused is not None, "the file size limit never failed a write"
+        assert "could not store" in refused and "File too large" in refused
+        # from now on persistent sends are refused at once, with the reason...
+        again = producer.receipt("SEND", {"destination": dest, "persistent": "true"}, body)
+        assert again.command == "ERROR"
+        assert again.headers["message"].startswith("Persistent messages are refused: the store")
+        # ... while non-persistent ones, consumers and the connection keep working
+        other = "/queue/" + unique("mem")
+        assert producer.receipt("SEND", {"destination": other}, b"np").command == "RECEIPT"
+        consumer = RawStomp(broker.port)
+        consumer.connect()
+        consumer.send("SUBSCRIBE", {"destination": other, "id": "1"})
+        assert consumer.recv_command("MESSAGE").body == b"np"
+        assert "cannot write" in broker.log()
+        # room again: the broker notices by itself and takes persistent messages again
+        _limit_file_size(broker.proc.pid, resource.RLIM_INFINITY)
+
+        def accepted():
+            frame = producer.receipt("SEND", {"destination": dest, "persistent": "true",
+                                              "n": "after"}, body)
+            return frame.command == "RECEIPT"
+        assert wait_until(accepted, timeout=10, interval=0.2)
+        assert "writes again" in broker.log()
+        producer.close()
+        consumer.close()
+        # what a consumer gets: the receipted messages only (the one whose write failed was
+        # taken back, its sender having been told), in order
+        expected = [str(n) for n in receipted] + ["after"]
+        assert _drain(broker, dest, ack="client") == expected
+        # a crash now: every receipted message is there, exactly once, and in order
+        broker.kill()
+        broker = broker.restarted().start()
+        assert _drain(broker, dest) == expected  # refused attempts left nothing behind
+    finally:
+        broker.stop()
+
+
+def _drain(broker, dest, ack="auto"):
+    c = RawStomp(broker.port)
+    c.connect()
+    c.send("SUBSCRIBE", {"destination": dest, "id": "1", "ack": ack})
+    got = []
+    while True:
+        frame = c.maybe_recv(1.0)
+        if frame is None:
+            break
+        got.append(frame.headers["n"])
+    c.close()
+    return got
