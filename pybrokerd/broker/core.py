@@ -241,9 +241,20 @@ class Broker:
                 else:
                     self.producers[producer_id] = previous
             raise
-        if stamp is not None and first.persistent:
-            ops.append(("producer", None, stamp[:2]))
+        scheduled = list(done)
+        if stamp is not None and first.persistent and not scheduled:
+            ops.append(("producer", None, stamp[:2]))  # atomic with the message's add
         done.append(self._persist(ops, durable))
+        if stamp is not None and first.persistent and scheduled:
+            # the job went to the scheduler's own store: the producer's sequence is written
+            # only once the job is durable there, or a crash in between would leave a
+            # sequence whose send is lost, and the client's re-send dropped as a duplicate
+            # (the other order risks only a duplicate, which the client's audit drops)
+            after = scheduled[0] if len(scheduled) == 1 else defer.gatherResults(
+                scheduled, consumeErrors=True)
+            after.addCallback(lambda _: self.store.transaction([("producer", None, stamp[:2])],
+                                                              durable=durable))
+            done = [after, done[-1]]
         d = done[0] if len(done) == 1 else defer.gatherResults(done, consumeErrors=True)
         if stamp is not None:
             self._track_write(stamp[0], d)
