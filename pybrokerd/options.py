@@ -10,7 +10,6 @@ from pybrokerd.broker.usage import parse_size
 from pybrokerd.security import ConfigError, Security
 
 NOT_YET = {
-    "amqp": "AMQP 1.0 listener",
     "openwire": "OpenWire listener",
     "admin": "admin HTTP listener",
 }
@@ -45,7 +44,8 @@ class Options(usage.Options):
                                     "ssl:61614:privateKey=key.pem:certKey=cert.pem, or none"],
         ["stomp-ssl-client-ca", None, None, "require TLS clients to present a certificate "
                                             "signed by a CA in this PEM file"],
-        ["amqp", None, "none", "AMQP 1.0 listen address, or none (not implemented yet)"],
+        ["amqp", None, "tcp:5672:interface=127.0.0.1", "AMQP 1.0 listen address (ssl:... for "
+                                                       "TLS), or none"],
         ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
         ["admin", None, "none", "admin HTTP listen address, or none (not implemented yet)"],
         ["broker-name", None, "localhost", "broker name (logs, lock file, ids)"],

@@ -131,6 +131,15 @@ class BrokerService(service.Service):
             log.info("{label} listening on {address}", label=label, address=_address(port))
             scheme = "stomp+ssl" if address.lower().startswith("ssl:") else "stomp"
             self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
+        amqp = opts.get("amqp") or "none"
+        if amqp.lower() != "none":
+            from pybrokerd.protocols.amqp.protocol import AmqpFactory
+            self.amqp_factory = AmqpFactory(self.broker, ids, clock=self.reactor)
+            port = await endpoints.serverFromString(self.reactor, amqp).listen(self.amqp_factory)
+            self.ports.append(port)
+            log.info("AMQP listening on {address}", address=_address(port))
+            scheme = "amqp+ssl" if amqp.lower().startswith("ssl:") else "amqp"
+            self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         self.ready.callback(self)
 
     def _configure_flow_control(self, opts):

@@ -40,6 +40,9 @@ def encode(message: Message) -> bytes:
         header["R"] = _dest(message.reply_to)
     if message.original_destination is not None:
         header["o"] = _dest(message.original_destination)
+    if message.map_body is not None:  # an AMQP map body (JSON keeps its plain values)
+        header["m"] = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                       for k, v in message.map_body.items()}
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return b"".join((_LEN.pack(len(raw)), raw, message.body))
 
@@ -48,9 +51,11 @@ def decode(data) -> Message:
     data = memoryview(data)
     (n,) = _LEN.unpack_from(data, 0)
     h = json.loads(bytes(data[4:4 + n]))
-    return Message(
+    message = Message(
         h["i"], _undest(h["d"]), bytes(data[4 + n:]), properties=h["p"], persistent=h["P"],
         priority=h["r"], expires=h["e"], timestamp=h["t"], correlation_id=h.get("c"),
         reply_to=_undest(h.get("R")), type=h.get("y"), is_bytes=h["b"],
         redelivery_count=h["n"], original_destination=_undest(h.get("o")),
         user_id=h.get("u"), scheduled_job_id=h.get("j"))
+    message.map_body = h.get("m")
+    return message

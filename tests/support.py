@@ -56,7 +56,10 @@ class BrokerProcess:
     def start(self, timeout=30.0, wait=True):
         cmd = [TWISTD, "-n", "--pidfile=", "--logfile=%s" % self.logfile, "pybrokerd",
                "--dir=%s" % self.store_dir,
-               "--stomp=tcp:%d:interface=127.0.0.1" % self.fixed_port] + self.args
+               "--stomp=tcp:%d:interface=127.0.0.1" % self.fixed_port]
+        if not any(a.startswith("--amqp") for a in self.args):
+            cmd.append("--amqp=tcp:0:interface=127.0.0.1")  # never the shared 5672
+        cmd += self.args
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
         if wait:
@@ -86,6 +89,10 @@ class BrokerProcess:
     def wait_listening(self, timeout=30.0):
         m = self.wait_for_log(r"STOMP listening on [\d.]+:(\d+)", timeout)
         self.port = int(m.group(1))
+        self.amqp_port = None
+        if not any(a.startswith("--amqp=none") for a in self.args):
+            m = self.wait_for_log(r"AMQP listening on [\d.]+:(\d+)", timeout)
+            self.amqp_port = int(m.group(1))
 
     def stop(self, timeout=15.0):
         if self.proc and self.proc.poll() is None:

@@ -104,3 +104,24 @@ def test_client_certificates_required_with_stomp_ssl_client_ca(tmp_path, pki):
             c.send("/queue/" + unique(), "with a certificate", persistent=True)
     finally:
         broker.stop()
+
+
+def test_amqp_over_tls(tmp_path, pki):
+    from proton import Message, SSLDomain
+    from proton.utils import BlockingConnection
+    listen = "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (pki["server"], pki["server"])
+    broker = BrokerProcess("--amqp=" + listen, directory=str(tmp_path)).start()
+    try:
+        port = int(broker.wait_for_log(r"AMQP listening on [\d.]+:(\d+)").group(1))
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        domain.set_trusted_ca_db(pki["ca"])
+        domain.set_peer_authentication(SSLDomain.VERIFY_PEER)  # the chain: the SAN is an IP
+        c = BlockingConnection("amqps://127.0.0.1:%d" % port, timeout=10, ssl_domain=domain)
+        q = unique("amqps")
+        c.create_sender(q).send(Message(body="over tls", durable=True))
+        r = c.create_receiver(q)
+        assert r.receive(timeout=5).body == "over tls"
+        r.accept()
+        c.close()
+    finally:
+        broker.stop()

@@ -22,7 +22,7 @@ from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
 from pybrokerd.broker.usage import FlowControl
-from pybrokerd.security import Security
+from pybrokerd.security import Security, SecurityError
 from stores.batching import StoreWriteError, describe_error
 from scheduler.scheduler import is_management, is_scheduled
 
@@ -149,6 +149,27 @@ class Broker:
         for dest, owner in list(self.temp_owners.items()):
             if owner is session:
                 self.delete_temporary(dest)
+
+    def authorize(self, principal, operation: str, destinations) -> None:
+        """Raise BrokerError (ActiveMQ's text) unless the principal may do `operation`
+        ("read" or "write") on every destination; creating a queue that does not exist yet
+        and the management destinations need "admin" as well."""
+        security = self.security
+        if security.entries is None:
+            return
+        for dest in destinations:
+            kind = "queue" if dest.is_queue else "topic"
+            checks = [operation]
+            if _is_admin_destination(dest):
+                checks.append("admin")
+            elif dest.is_queue and not dest.is_temporary and not dest.is_wildcard \
+                    and dest not in self.queues:
+                checks.append("admin")  # it would be created
+            try:
+                for op in checks:
+                    security.check(principal, op, kind, dest.name, dest.is_temporary)
+            except SecurityError as e:
+                raise BrokerError(str(e)) from None
 
     # -- destinations --------------------------------------------------------------------
     def queue(self, destination: Destination) -> MessageQueue:
@@ -558,6 +579,22 @@ class Broker:
             source.wake()
         return d
 
+    def release(self, consumer: Consumer, ack_ids: list[str],
+                redelivered: bool = True) -> defer.Deferred:
+        """Give deliveries back to their queues, at the head, for anyone (AMQP's released and
+        modified outcomes); redelivered=True counts a delivery attempt (and may dead-letter
+        one past --max-redeliveries)."""
+        by_source: dict = {}
+        for delivery in consumer.take(ack_ids):
+            by_source.setdefault(delivery.source, []).append(delivery.message)
+        ops: list = []
+        returns = [(source, self._redeliver(source, messages, ops) if redelivered else messages)
+                   for source, messages in by_source.items()]
+        d = self._persist(ops)
+        for source, back in returns:
+            source.requeue(back)
+        return d
+
     def nack(self, consumer: Consumer, ack_ids: list[str]) -> defer.Deferred:
         """ActiveMQ's poison ack: straight to the DLQ (persistent) or dropped."""
         ops: list = []
@@ -695,6 +732,13 @@ class Broker:
                          "dequeued": queue.dequeue_count, "dispatched": queue.dispatched_count,
                          "expired": queue.expired_count})
         return rows
+
+
+def _is_admin_destination(dest: Destination) -> bool:
+    """Management destinations: the scheduler's, the statistics plugin's, purge."""
+    name = dest.name
+    return (name.startswith(("ActiveMQ.Statistics", "pybrokerd.Admin.Purge"))
+            or name.lower().startswith("activemq.scheduler.management"))
 
 
 def _store_trouble(store) -> str:

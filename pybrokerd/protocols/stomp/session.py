@@ -23,7 +23,6 @@ from zope.interface import implementer
 
 from pybrokerd import __version__
 from pybrokerd.broker.core import PRODUCER_ID, BrokerError, Transaction
-from pybrokerd.broker.management import PURGE, STATISTICS
 from pybrokerd.security import SecurityError
 from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.destination import (
@@ -54,13 +53,6 @@ _NOT_PROPERTIES = frozenset((
 
 # ActiveMQ keeps message groups to itself: these are not echoed on MESSAGE frames.
 _NOT_ECHOED = frozenset(("JMSXGroupID", "JMSXGroupSeq"))
-
-
-def _is_admin_destination(dest: Destination) -> bool:
-    """Management destinations: the scheduler's, the statistics plugin's, purge."""
-    name = dest.name
-    return (name.startswith((STATISTICS, PURGE))
-            or name.lower().startswith("activemq.scheduler.management"))
 
 
 _PREFIX_OF = {QUEUE: "/queue/", TOPIC: "/topic/", TEMP_QUEUE: "/temp-queue/", TEMP_TOPIC: "/temp-topic/"}
@@ -353,25 +345,7 @@ class StompSession:
         return self._temp_names.get(dest) or dest.stomp()
 
     def _authorize(self, operation: str, destinations) -> None:
-        """Raise BrokerError (ActiveMQ's text) unless the principal may do `operation`
-        ("read" or "write") on every destination; creating a queue that does not exist yet
-        and the management destinations need "admin" as well."""
-        security = self.broker.security
-        if security.entries is None:
-            return
-        for dest in destinations:
-            kind = "queue" if dest.is_queue else "topic"
-            checks = [operation]
-            if _is_admin_destination(dest):
-                checks.append("admin")
-            elif dest.is_queue and not dest.is_temporary and not dest.is_wildcard \
-                    and dest not in self.broker.queues:
-                checks.append("admin")  # it would be created
-            try:
-                for op in checks:
-                    security.check(self.principal, op, kind, dest.name, dest.is_temporary)
-            except SecurityError as e:
-                raise BrokerError(str(e)) from None
+        self.broker.authorize(self.principal, operation, destinations)
 
     # == SEND ===============================================================================
     def on_send(self, frame, receipt) -> None:
