@@ -236,3 +236,25 @@ def test_the_memory_count_follows_every_path_and_returns_to_zero(tmp_path):
     check()
     assert memory.used == 0
     yield store.close()
+
+
+def test_an_amqp_producer_is_held_by_credit_then_rejected_naming_the_limit(broker):
+    from proton import Message as AmqpMessage
+    from proton.utils import BlockingConnection, SendException
+    q = "queue://" + unique("amqp-flow")
+    c = BlockingConnection("amqp://127.0.0.1:%d" % broker.amqp_port, timeout=20)
+    try:
+        sender = c.create_sender(q)
+        sent = 0
+        with pytest.raises(SendException) as e:
+            for _ in range(500):
+                sender.send(AmqpMessage(body="x" * 1024))  # waits for each settlement
+                sent += 1
+        assert sent >= 10
+        assert e.value.state == 37  # rejected (with amqp:resource-limit-exceeded)
+    finally:
+        c.close()
+    consumer = RawStomp(broker.port)
+    consumer.connect()
+    assert len(drain(consumer, "/queue/" + q[8:], sent)) == sent
+    consumer.close()
