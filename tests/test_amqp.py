@@ -415,3 +415,69 @@ def test_an_unknown_address_prefix_is_refused_on_attach(broker):
         assert "Unknown address prefix" in str(e.value)
     finally:
         c.close()
+
+
+class TxReceiver(MessagingHandler, TransactionHandler):
+    """Takes one message, accepts it inside a transaction, then commits or aborts."""
+
+    def __init__(self, url, address, commit):
+        super().__init__(prefetch=1, auto_accept=False)
+        self.url, self.address, self.commit = url, address, commit
+        self.got, self.outcome, self.txn = None, None, None
+
+    def on_start(self, event):
+        self.container = event.container
+        self.conn = event.container.connect(self.url)
+        event.container.declare_transaction(self.conn, handler=self)
+
+    def on_transaction_declared(self, event):
+        self.txn = event.transaction
+        self.container.create_receiver(self.conn, self.address)
+
+    def on_message(self, event):
+        if self.got is not None:
+            return
+        self.got = event.message.body
+        self.txn.accept(event.delivery)
+        if self.commit:
+            self.txn.commit()
+        else:
+            self.txn.abort()
+
+    def on_transaction_committed(self, event):
+        self.outcome = "committed"
+        self.conn.close()
+
+    def on_transaction_aborted(self, event):
+        self.outcome = "aborted"
+        self.conn.close()
+
+
+def test_acks_inside_a_transaction_count_only_at_commit(broker):
+    q = unique("txack")
+    url = "amqp://127.0.0.1:%d" % broker.amqp_port
+    c = amqp(broker)
+    c.create_sender(q).send(Message(body="m", durable=True))
+    aborted = TxReceiver(url, q, commit=False)
+    run_container(aborted)
+    assert (aborted.got, aborted.outcome) == ("m", "aborted")
+    committed = TxReceiver(url, q, commit=True)  # the aborted ack left it on the queue
+    run_container(committed)
+    assert (committed.got, committed.outcome) == ("m", "committed")
+    s = stomp(broker)
+    s.send("SUBSCRIBE", {"destination": "/queue/" + q, "id": "1"})
+    assert s.maybe_recv(0.5) is None  # the committed ack removed it
+    s.close()
+    c.close()
+
+
+def test_a_container_id_in_use_is_refused_as_a_client_id(broker):
+    container = unique("only-one")
+    first = amqp(broker, container_id=container)
+    try:
+        with pytest.raises(ConnectionException) as e:
+            amqp(broker, container_id=container)
+        assert "already connected" in str(e.value)
+    finally:
+        first.close()
+    amqp(broker, container_id=container).close()  # free again once the first is gone
