@@ -481,3 +481,28 @@ def test_a_container_id_in_use_is_refused_as_a_client_id(broker):
     finally:
         first.close()
     amqp(broker, container_id=container).close()  # free again once the first is gone
+
+
+def test_message_and_correlation_ids_map_as_activemq_maps_them(broker):
+    import uuid
+    q = unique("ids")
+    s = stomp(broker)
+    s.send("SUBSCRIBE", {"destination": "/queue/%s.stomp" % q, "id": "1"})
+    token = uuid.uuid4()
+    c = amqp(broker)
+    try:
+        c.create_sender(q + ".stomp").send(Message(id="order-17", correlation_id=token, body="a"))
+        frame = s.recv_command("MESSAGE")
+        assert frame.headers["message-id"] == "ID:AMQP_NO_PREFIX:order-17"
+        assert frame.headers["correlation-id"] == "ID:AMQP_UUID:%s" % token
+        sender = c.create_sender(q)
+        sender.send(Message(id="order-18", correlation_id=token, body="b"))
+        sender.send(Message(id=uuid.UUID(int=7), correlation_id="app-corr", body="c"))
+        r = c.create_receiver(q)
+        first, second = r.receive(timeout=5), r.receive(timeout=5)
+        r.accept()
+        assert (first.id, first.correlation_id) == ("order-18", token)   # the same values back
+        assert (second.id, second.correlation_id) == (uuid.UUID(int=7), "app-corr")
+    finally:
+        c.close()
+        s.close()

@@ -52,9 +52,44 @@ def _text(value) -> str | None:
         return None
     if isinstance(value, (bytes, memoryview)):
         return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+# ActiveMQ's AMQPMessageIdHelper: an AMQP message or correlation id of any type as a JMS string
+_ID_PREFIXES = (("ID:AMQP_UUID:", uuid.UUID), ("ID:AMQP_ULONG:", lambda t: ulong(int(t))),
+                ("ID:AMQP_BINARY:", bytes.fromhex), ("ID:AMQP_NO_PREFIX:", str),
+                ("ID:AMQP_STRING:", str))
+
+
+def id_to_text(value, correlation: bool = False) -> str | None:
+    if value is None:
+        return None
     if isinstance(value, uuid.UUID):
         return "ID:AMQP_UUID:%s" % value
-    return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "ID:AMQP_BINARY:%s" % bytes(value).hex().upper()
+    if isinstance(value, int):
+        return "ID:AMQP_ULONG:%d" % value
+    text = str(value)
+    if text.startswith("ID:"):
+        if text.startswith(tuple(p for p, _ in _ID_PREFIXES)):
+            return "ID:AMQP_STRING:" + text  # a string that only looks like an encoded id
+        return text
+    # a plain string: a message id gets ActiveMQ's marker; a correlation id is the
+    # application's own value and stays as it is
+    return text if correlation else "ID:AMQP_NO_PREFIX:" + text
+
+
+def id_from_text(text: str | None):
+    if text is None:
+        return None
+    for prefix, convert in _ID_PREFIXES:
+        if text.startswith(prefix):
+            try:
+                return convert(text[len(prefix):])
+            except ValueError:
+                return text
+    return text
 
 
 def _property(value):
@@ -103,9 +138,9 @@ def to_broker(amqp: AmqpMessage, message_id: str, destination: Destination,
         expires = now_ms() + int(amqp.ttl * 1000)
     priority = amqp.priority if amqp.priority is not None else DEFAULT_PRIORITY
     message = Message(
-        message_id, destination, data, properties=properties, persistent=bool(amqp.durable),
+        id_to_text(amqp.id) or message_id, destination, data, properties=properties, persistent=bool(amqp.durable),
         priority=min(max(int(priority), 0), 9), expires=expires, timestamp=timestamp,
-        correlation_id=_text(amqp.correlation_id),
+        correlation_id=id_to_text(amqp.correlation_id, correlation=True),
         reply_to=resolve_reply_to(amqp.reply_to) if amqp.reply_to else None,
         type=amqp.subject, is_bytes=is_bytes,
         user_id=_text(amqp.user_id) or None)
@@ -117,7 +152,7 @@ def to_broker(amqp: AmqpMessage, message_id: str, destination: Destination,
 
 def to_amqp(message: Message) -> AmqpMessage:
     amqp = AmqpMessage()
-    amqp.id = message.message_id
+    amqp.id = id_from_text(message.message_id)
     amqp.durable = message.persistent
     amqp.priority = message.priority
     amqp.address = render_address(message.destination)
@@ -126,7 +161,7 @@ def to_amqp(message: Message) -> AmqpMessage:
         amqp.ttl = max(message.expires - now_ms(), 1) / 1000.0
     amqp.creation_time = message.timestamp / 1000.0
     if message.correlation_id is not None:
-        amqp.correlation_id = message.correlation_id
+        amqp.correlation_id = id_from_text(message.correlation_id)
     if message.reply_to is not None:
         amqp.reply_to = render_address(message.reply_to)
     if message.type is not None:
