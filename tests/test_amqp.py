@@ -506,3 +506,24 @@ def test_message_and_correlation_ids_map_as_activemq_maps_them(broker):
     finally:
         c.close()
         s.close()
+
+
+def test_a_receiver_without_source_finds_and_closes_a_durable_subscription(broker):
+    topic = "topic://" + unique("lookup")
+    container = unique("client")
+    c = amqp(broker, container_id=container)
+    c.create_receiver(topic, name="sub2", options=DurableSubscription())
+    c.close()
+    c = amqp(broker, container_id=container)
+    found = c.create_receiver(None, name="sub2")  # qpid-jms's way to unsubscribe
+    assert found.link.remote_source.address == topic
+    found.close()
+    c.close()
+    p = amqp(broker)
+    p.create_sender(topic).send(Message(body="nobody keeps this", durable=True))
+    p.close()
+    c = amqp(broker, container_id=container)
+    r = c.create_receiver(topic, name="sub2", options=DurableSubscription())  # a new one
+    with pytest.raises(Exception):
+        r.receive(timeout=0.5)
+    c.close()
