@@ -11,7 +11,6 @@ from pybrokerd.security import ConfigError, Security
 
 NOT_YET = {
     "openwire": "OpenWire listener",
-    "admin": "admin HTTP listener",
 }
 
 
@@ -47,7 +46,11 @@ class Options(usage.Options):
         ["amqp", None, "tcp:5672:interface=127.0.0.1", "AMQP 1.0 listen address (ssl:... for "
                                                        "TLS), or none"],
         ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
-        ["admin", None, "none", "admin HTTP listen address, or none (not implemented yet)"],
+        ["admin", None, "tcp:8161:interface=127.0.0.1", "admin HTTP listen address (JSON API, "
+                                                        "/metrics, console; ssl:... for "
+                                                        "HTTPS), or none"],
+        ["admin-group", None, "admins", "the group whose users may use the admin actions "
+                                        "(when users are configured)"],
         ["broker-name", None, "localhost", "broker name (logs, lock file, ids)"],
         ["locker", None, "file", "master election: file (fcntl lock on <dir>/lock), lease "
                                  "(lease file, for file systems without trustworthy locks), none"],

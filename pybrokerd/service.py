@@ -31,6 +31,8 @@ class BrokerService(service.Service):
         self.broker = None
         self.ports = []
         self.stomp_factory = None
+        self.amqp_factory = None
+        self.admin_port = None
         self.locker = None
         self._acquiring = None
         self._keep_alive = None
@@ -59,6 +61,17 @@ class BrokerService(service.Service):
         log.info("pybrokerd {version} starting: broker={name} store={store} dir={dir}",
                  version=__version__, name=opts["broker-name"], store=opts["store"], dir=opts["dir"])
         os.makedirs(opts["dir"], exist_ok=True)
+        # 0. the admin HTTP listener: a slave answers health checks with its role too
+        admin = opts.get("admin") or "none"
+        if admin.lower() != "none":
+            from twisted.web import server as web_server
+            from pybrokerd.admin.api import AdminResource
+            site = web_server.Site(AdminResource(self, admin_group=opts.get("admin-group",
+                                                                            "admins")))
+            site.noisy = False
+            site.log = lambda request: None  # no access log line per request
+            self.admin_port = await endpoints.serverFromString(self.reactor, admin).listen(site)
+            log.info("admin HTTP listening on {address}", address=_address(self.admin_port))
         # 1. the lock: a slave waits here and has opened nothing else
         self.locker = self._make_locker()
         if self.locker is not None:
@@ -181,13 +194,19 @@ class BrokerService(service.Service):
         for port in self.ports:
             port.stopListening()
         self.ports = []
-        if self.stomp_factory is not None:
-            for session in list(self.stomp_factory.sessions):
-                session.link.transport.abortConnection()
+        self._abort_connections()
         for store in (self.store, self.scheduler_store):
             if store is not None:
                 store.abandon()
         self.reactor.callLater(0.1, os._exit, 3)
+
+    def _abort_connections(self):
+        if self.stomp_factory is not None:
+            for session in list(self.stomp_factory.sessions):
+                session.link.transport.abortConnection()
+        if self.amqp_factory is not None:
+            for connection in list(self.amqp_factory.connections):
+                connection.link.transport.abortConnection()
 
     def _failed_to_start(self, failure):
         log.failure("pybrokerd failed to start", failure)
@@ -210,9 +229,7 @@ class BrokerService(service.Service):
         for port in self.ports:
             yield port.stopListening()
         self.ports = []
-        if self.stomp_factory is not None:
-            for session in list(self.stomp_factory.sessions):
-                session.link.transport.abortConnection()
+        self._abort_connections()
         if self.broker is not None:
             self.broker.stop()
         if self.scheduler is not None:
@@ -224,6 +241,9 @@ class BrokerService(service.Service):
         # only now, with the store closed, may the next master open it
         if self.locker is not None and not self._lock_lost:
             yield self.locker.release()
+        if self.admin_port is not None:
+            yield self.admin_port.stopListening()
+            self.admin_port = None
         log.info("pybrokerd stopped")
 
 

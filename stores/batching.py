@@ -52,6 +52,31 @@ def describe_error(error) -> str:
     return str(error) or type(error).__name__
 
 
+class Histogram:
+    """Counts of observations per upper bound, their sum and count (what Prometheus wants);
+    updated by the writer thread, read by the metrics page."""
+
+    def __init__(self, bounds):
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                break
+        else:
+            i = len(self.bounds)
+        self.counts[i] += 1
+        self.sum += value
+        self.count += 1
+
+
+SYNC_SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
 class Catalogue:
     """What a backend found on open: store key -> [(message id, seq, size)] in arrival order,
     durable subscription records, and the queue names."""
@@ -195,6 +220,8 @@ class BatchingAdapter:
         self._retry_at = 0.0
         self.batches = 0      # group commits done (for benchmarks and the admin API)
         self.batched_ops = 0  # operations they carried
+        self.sync_seconds = Histogram(SYNC_SECONDS)   # how long each sync took
+        self.batch_sizes = Histogram(BATCH_SIZES)     # operations per group commit
 
     # -- backend hooks (run in the writer thread, except open/close) -----------------------
     def backend_open(self) -> Catalogue:
@@ -454,10 +481,13 @@ class BatchingAdapter:
                 self.backend_apply(ops)
                 self.batches += 1
                 self.batched_ops += len(ops)
+                self.batch_sizes.observe(len(ops))
                 self._unsynced = True
             if sync_now:
                 if self._unsynced:
+                    started = time.monotonic()
                     self.backend_sync()
+                    self.sync_seconds.observe(time.monotonic() - started)
                     self._unsynced = False
                     self._last_sync = time.monotonic()
         except Exception as e:

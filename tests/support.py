@@ -59,6 +59,8 @@ class BrokerProcess:
                "--stomp=tcp:%d:interface=127.0.0.1" % self.fixed_port]
         if not any(a.startswith("--amqp") for a in self.args):
             cmd.append("--amqp=tcp:0:interface=127.0.0.1")  # never the shared 5672
+        if not any(a.startswith("--admin=") for a in self.args):
+            cmd.append("--admin=tcp:0:interface=127.0.0.1")  # nor 8161
         cmd += self.args
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
@@ -85,6 +87,11 @@ class BrokerProcess:
                 raise RuntimeError("broker exited with %s\n%s\n%s" % (self.proc.returncode, out, self.log()))
             time.sleep(0.02)
         raise TimeoutError("no %r in broker log within %ss:\n%s" % (pattern, timeout, self.log()))
+
+    def admin_port(self, timeout=30.0):
+        """The admin HTTP port (it opens before the lock: a slave has one too)."""
+        m = self.wait_for_log(r"admin HTTP listening on [\d.]+:(\d+)", timeout)
+        return int(m.group(1))
 
     def wait_listening(self, timeout=30.0):
         m = self.wait_for_log(r"STOMP listening on [\d.]+:(\d+)", timeout)

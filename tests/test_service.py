@@ -20,7 +20,7 @@ def test_help_lists_every_option():
         assert option in out
 
 
-@pytest.mark.parametrize("option", ["openwire", "admin"])
+@pytest.mark.parametrize("option", ["openwire"])
 def test_unimplemented_listener_is_refused_clearly(option):
     result = twistd("pybrokerd", "--%s=tcp:5672" % option)
     assert result.returncode != 0

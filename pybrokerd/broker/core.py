@@ -186,6 +186,24 @@ class Broker:
                     queue.add_consumer(consumer)
         return queue
 
+    @defer.inlineCallbacks
+    def delete_queue(self, dest: Destination):
+        """Remove a queue and its messages (the admin API; ActiveMQ's removeQueue).  A queue
+        with consumers is refused: deleting it under them would only make it again."""
+        queue = self.queues.get(dest)
+        if queue is None:
+            raise BrokerError("no such queue: %s" % dest.stomp())
+        if queue.consumers:
+            raise BrokerError("%s has %d consumer(s): close them first"
+                              % (dest.stomp(), len(queue.consumers)))
+        count = yield self.management.purge_queue(queue)
+        if self.queues.get(dest) is queue and not queue.consumers:
+            del self.queues[dest]
+            queue.discard()
+            if queue.store is not None:
+                yield self.store.remove_destination(dest.name)
+        return count
+
     def create_temporary(self, kind: str, connection_id: str, owner) -> Destination:
         dest = Destination(kind, "%s:%d" % (connection_id, next(self._temp_seq)))
         self.temp_owners[dest] = owner

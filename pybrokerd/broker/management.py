@@ -346,7 +346,7 @@ class Management:
 
     @defer.inlineCallbacks
     def _purge_queues(self, request: Message, reply_to, targets):
-        counts = yield defer.gatherResults([self._purge_one(q) for q in targets],
+        counts = yield defer.gatherResults([self.purge_queue(q) for q in targets],
                                            consumeErrors=True)
         purged = {q.destination: n for q, n in zip(targets, counts)}
         total = sum(counts)
@@ -357,7 +357,7 @@ class Management:
                               {activemq_name(d): n for d, n in purged.items()},
                               properties={PURGED: str(total), PURGED_DESTINATION: names})
 
-    def _purge_one(self, queue) -> defer.Deferred:
+    def purge_queue(self, queue) -> defer.Deferred:
         """Purges of one queue run one after the other (MessageQueue.purge needs that)."""
         dest = queue.destination
         lock = self._purge_locks.get(dest)

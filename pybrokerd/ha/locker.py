@@ -140,6 +140,15 @@ class FileLocker:
         except FileNotFoundError:
             return False
 
+    def holder(self):
+        """Who holds the lock, as it wrote itself into the file (None if unknown)."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(4096)
+            return json.loads(raw.decode()) if raw else None
+        except (OSError, ValueError):
+            return None
+
     def _read_holder(self):
         try:
             raw = os.pread(self._fd, 4096, 0)
@@ -194,6 +203,9 @@ class LeaseLocker:
                 return json.loads(f.read().decode())
         except (OSError, ValueError):
             return None
+
+    def holder(self):
+        return self._read()
 
     def _write(self):
         lease = dict(self.identity, expires=time.time() + self.duration)
