@@ -124,7 +124,8 @@ def test_foreground_brokers_need_no_pidfile_option(tmp_path):
         for name in ("a", "b"):
             procs.append(subprocess.Popen(
                 [TWISTD, "-n", "--logfile=%s.log" % name, "pybrokerd", "--dir=shared",
-                 "--broker-name=%s" % name, "--stomp=tcp:0:interface=127.0.0.1"],
+                 "--broker-name=%s" % name, "--stomp=tcp:0:interface=127.0.0.1",
+                 "--amqp=tcp:0:interface=127.0.0.1", "--admin=tcp:0:interface=127.0.0.1"],
                 cwd=str(tmp_path)))
         from support import wait_until
 
