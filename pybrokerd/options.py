@@ -31,6 +31,9 @@ class Options(usage.Options):
         ["version", None, "print the version and exit"],
         ["anonymous", None, "let clients in without credentials even when users are "
                             "configured (the default only when there are none)"],
+        ["delete-all-messages-on-startup", None, "empty every queue and drop every durable "
+                                                 "subscription when becoming master (ActiveMQ's "
+                                                 "deleteAllMessagesOnStartup)"],
     ]
     optParameters = [
         ["store", None, "kahadb", "persistence store: kahadb (journal), lmdb, leveldb, memory"],
@@ -38,6 +41,9 @@ class Options(usage.Options):
         ["dir", None, "./data", "persistence directory (shared by a master/slave pair)"],
         ["data-dir", None, None, "data directory for other state [default: --dir]"],
         ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
+        ["scheduler-support", None, "true", "false: AMQ_SCHEDULED_* headers are ignored and no "
+                                            "scheduler store is opened (ActiveMQ's "
+                                            "schedulerSupport; there the default is false)"],
         ["stomp", None, "tcp:61613:interface=127.0.0.1", "STOMP listen address, or none"],
         ["stomp-ssl", None, "none", "a second STOMP listener, usually TLS: "
                                     "ssl:61614:privateKey=key.pem:certKey=cert.pem, or none"],
@@ -109,6 +115,7 @@ class Options(usage.Options):
             # An explicit --pidfile is kept.
             parent["pidfile"] = ""
         self.security = None
+        self.config_report = []  # what an activemq.xml held that could not be mapped
         if self["config"]:
             self._apply_config(self["config"])
         if self.security is None:
@@ -136,6 +143,9 @@ class Options(usage.Options):
             self["data-dir"] = self["dir"]
         if self["scheduler-dir"] is None:
             self["scheduler-dir"] = os.path.join(self["data-dir"], "scheduler")
+        if str(self["scheduler-support"]).lower() not in ("true", "false"):
+            raise usage.UsageError("--scheduler-support must be true or false")
+        self["scheduler-support"] = str(self["scheduler-support"]).lower() == "true"
         for key in ("memory-limit", "store-limit", "scheduler-limit"):
             if not isinstance(self[key], int):  # the default, a string
                 self[key] = parse_size(self[key])
@@ -143,31 +153,105 @@ class Options(usage.Options):
             raise usage.UsageError("--heartbeat-grace must be at least 1.0")
 
     def _apply_config(self, path):
-        # strict=False: the security sections below are read by their own parser
-        parser = configparser.ConfigParser(strict=False)
+        """An INI file ([pybrokerd] section), a TOML file (a [pybrokerd] table) or an ActiveMQ
+        activemq.xml: the same settings, the command line wins."""
+        self.config_report = []
+        lower = path.lower()
         try:
-            with open(path) as f:
-                parser.read_file(f)
+            if lower.endswith(".xml"):
+                parser = self._from_activemq_xml(path)
+            elif lower.endswith(".toml"):
+                parser = self._from_toml(path)
+            else:
+                parser = self._from_ini(path)
         except OSError as e:
             raise usage.UsageError("--config: cannot read %s: %s" % (path, e.strerror))
-        except configparser.Error as e:
-            raise usage.UsageError("--config: %s is not a valid INI file: %s" % (path, e))
+        except (configparser.Error, ValueError) as e:
+            raise usage.UsageError("--config: %s is not valid: %s" % (path, e))
         if not parser.has_section("pybrokerd"):
             raise usage.UsageError("--config: %s has no [pybrokerd] section" % path)
-        # users, groups and authorization entries: keys keep their case and may hold ':'
-        sections = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-        sections.optionxform = str
         try:
-            with open(path) as f:
-                sections.read_file(f)
-            self.security = Security.from_ini(sections, anonymous=True if self["anonymous"] else None,
+            self.security = Security.from_ini(parser, anonymous=True if self["anonymous"] else None,
                                               where=path)
-        except (configparser.Error, ConfigError) as e:
+        except ConfigError as e:
             raise usage.UsageError("--config: %s" % e)
+        self._apply_settings(parser, path)
+
+    @staticmethod
+    def _parser(allow_no_value=False):
+        # keys keep their case and may hold ':' (users, authorization entries)
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None, strict=False,
+                                           allow_no_value=allow_no_value)
+        parser.optionxform = str
+        return parser
+
+    def _from_ini(self, path):
+        parser = self._parser(allow_no_value=True)
+        with open(path) as f:
+            parser.read_file(f)
+        for section in ("users", "groups", "authorization"):
+            if parser.has_section(section):
+                for key, value in parser.items(section):
+                    if value is None:
+                        raise ValueError("[%s] %r: expected name = value" % (section, key))
+        # [pybrokerd] takes "key: value" too (the other sections' keys may hold ':')
+        plain = configparser.ConfigParser(strict=False, interpolation=None)
+        with open(path) as f:
+            plain.read_file(f)
+        if plain.has_section("pybrokerd"):
+            parser.remove_section("pybrokerd")
+            parser.add_section("pybrokerd")
+            for key, value in plain.items("pybrokerd"):
+                parser.set("pybrokerd", key, value)
+        return parser
+
+    def _from_toml(self, path):
+        import tomllib
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        parser = self._parser()
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ValueError("top-level key %r: settings go in tables such as [pybrokerd]"
+                                 % section)
+            parser.add_section(section)
+            for key, value in values.items():
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                elif isinstance(value, list):
+                    value = ", ".join(str(v) for v in value)
+                parser.set(section, key, str(value))
+        return parser
+
+    def _from_activemq_xml(self, path):
+        from pybrokerd.activemq_xml import translate
+        from pybrokerd.security import hash_password
+        found = translate(path)
+        parser = self._parser()
+        parser.add_section("pybrokerd")
+        for key, value in found.options.items():
+            parser.set("pybrokerd", key, value)
+        if found.users:
+            parser.add_section("users")
+            for user, password in found.users.items():
+                parser.set("users", user, hash_password(password))
+            parser.add_section("groups")
+            for group, members in found.groups.items():
+                parser.set("groups", group, ", ".join(members))
+        if found.entries:
+            parser.add_section("authorization")
+            for key, value in found.entries.items():
+                parser.set("authorization", key, value)
+        self.config_report = ["mapped: " + line for line in found.mapped] + \
+            ["NOT mapped: " + line for line in found.report]
+        return parser
+
+    def _apply_settings(self, parser, path):
         defaults = Options()
         known = {p[0]: p for p in self.optParameters}
         flags = {f[0] for f in self.optFlags}
         for key, value in parser.items("pybrokerd"):
+            key = key.lower()
             if key in flags:
                 if value.strip().lower() in ("1", "true", "yes", "on"):
                     self[key] = 1

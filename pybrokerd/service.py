@@ -60,6 +60,9 @@ class BrokerService(service.Service):
         opts = self.options
         log.info("pybrokerd {version} starting: broker={name} store={store} dir={dir}",
                  version=__version__, name=opts["broker-name"], store=opts["store"], dir=opts["dir"])
+        for line in getattr(opts, "config_report", None) or []:
+            (log.warn if line.startswith("NOT") else log.info)(
+                "--config {path}: {line}", path=opts["config"], line=line)
         os.makedirs(opts["dir"], exist_ok=True)
         # 0. the admin HTTP listener: a slave answers health checks with its role too
         admin = opts.get("admin") or "none"
@@ -109,16 +112,21 @@ class BrokerService(service.Service):
         await self.broker.start()
         data_dir = opts.get("data-dir") or opts["dir"]
         self.broker.management.data_directory = os.path.realpath(data_dir)
+        if opts.get("delete-all-messages-on-startup"):
+            await self._delete_all_messages()
         # 3. the scheduler, on its own store of the same kind in --scheduler-dir
-        from scheduler.scheduler import Scheduler
-        os.makedirs(opts["scheduler-dir"], exist_ok=True)
-        self.scheduler_store = adapter_class(opts["scheduler-dir"], sync=opts["sync"],
-                                             reactor=self.reactor)
-        await self.scheduler_store.open()
-        self.scheduler = Scheduler(self.broker, self.scheduler_store, clock=self.reactor)
-        self.broker.scheduler = self.scheduler
-        self.broker.flow.scheduler.measure = self.scheduler_store.stored_bytes
-        await self.scheduler.start()
+        if opts.get("scheduler-support", True):
+            from scheduler.scheduler import Scheduler
+            os.makedirs(opts["scheduler-dir"], exist_ok=True)
+            self.scheduler_store = adapter_class(opts["scheduler-dir"], sync=opts["sync"],
+                                                 reactor=self.reactor)
+            await self.scheduler_store.open()
+            self.scheduler = Scheduler(self.broker, self.scheduler_store, clock=self.reactor)
+            self.broker.scheduler = self.scheduler
+            self.broker.flow.scheduler.measure = self.scheduler_store.stored_bytes
+            await self.scheduler.start()
+        else:
+            log.info("scheduler support is off: AMQ_SCHEDULED_* headers are ignored")
         config = StompConfig(
             limits=Limits(max_command_length=opts["max-command-length"],
                           max_header_length=opts["max-header-length"],
@@ -199,6 +207,17 @@ class BrokerService(service.Service):
             if store is not None:
                 store.abandon()
         self.reactor.callLater(0.1, os._exit, 3)
+
+    async def _delete_all_messages(self):
+        broker = self.broker
+        purged = 0
+        for queue in list(broker.queues.values()):
+            purged += await broker.management.purge_queue(queue)
+        subs = list(broker.durable.values())
+        for sub in subs:
+            await broker.remove_durable(*sub.durable_key)
+        log.warn("--delete-all-messages-on-startup: deleted {n} messages and {s} durable "
+                 "subscriptions", n=purged, s=len(subs))
 
     def _abort_connections(self):
         if self.stomp_factory is not None:
