@@ -140,3 +140,24 @@ def test_foreground_brokers_need_no_pidfile_option(tmp_path):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_json_logs(tmp_path):
+    import json
+    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "--logger=pybrokerd.logs.json_stdout",
+                             "pybrokerd", "--dir=%s" % tmp_path, "--stomp=tcp:0",
+                             "--amqp=none", "--admin=none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        records = []
+        for raw in proc.stdout:
+            for chunk in raw.decode().split("\x1e"):
+                if chunk.strip():
+                    records.append(json.loads(chunk))
+            if any(r.get("label") == "STOMP" for r in records):
+                break
+        started = [r for r in records if r.get("log_format", "").startswith("pybrokerd {version}")]
+        assert started and started[0]["store"] == "kahadb"  # structured fields, not only text
+    finally:
+        proc.terminate()
+        proc.wait(15)
