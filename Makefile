@@ -2,7 +2,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install run test bench clean
+.PHONY: install browser run test bench clean
+
+# the console's end-to-end test drives Debian's headless Chromium through chromedriver
+BROWSER_PACKAGES := chromium chromium-driver
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,7 +20,16 @@ run: install
 	mkdir -p data
 	$(VENV)/bin/twistd -n --pidfile= pybrokerd --dir=./data
 
-test: install
+browser:
+	@command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "the console test needs: apt-get install $(BROWSER_PACKAGES)"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
+	  echo "could not install $(BROWSER_PACKAGES): the console test will fail"; }
+
+test: install browser
 	$(VENV)/bin/python -m pytest -q
 
 bench: install

@@ -119,8 +119,8 @@ class Translation:
                 option, _ = handled[name]
                 self.set(option, value, "broker@" + name)
             elif name == "persistent":
-                if value.lower() not in _TRUE:
-                    self.set("store", "memory", "broker@persistent=false")
+                self.set("persistent", "true" if value.lower() in _TRUE else "false",
+                         "broker@persistent")
             elif name == "deleteAllMessagesOnStartup":
                 if value.lower() in _TRUE:
                     self.set("delete-all-messages-on-startup", "true", "broker@" + name)
@@ -128,8 +128,8 @@ class Translation:
                 self.set("scheduler-support", "true" if value.lower() in _TRUE else "false",
                          "broker@" + name)
             elif name == "useShutdownHook":
-                self.mapped.append("broker@useShutdownHook: pybrokerd always stops cleanly "
-                                   "on SIGTERM")
+                self.set("use-shutdown-hook", "true" if value.lower() in _TRUE else "false",
+                         "broker@" + name)
             elif name == "useJmx":
                 self.mapped.append("broker@useJmx: the admin HTTP API (--admin) stands in "
                                    "for JMX")

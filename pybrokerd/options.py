@@ -41,6 +41,11 @@ class Options(usage.Options):
         ["dir", None, "./data", "persistence directory (shared by a master/slave pair)"],
         ["data-dir", None, None, "data directory for other state [default: --dir]"],
         ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
+        ["persistent", None, "true", "false: keep everything in memory (--store=memory; "
+                                     "ActiveMQ's broker persistent attribute)"],
+        ["use-shutdown-hook", None, "true", "false: SIGTERM exits at once without closing "
+                                            "the stores or releasing the lock cleanly (recovery "
+                                            "runs on the next start; ActiveMQ's useShutdownHook)"],
         ["scheduler-support", None, "true", "false: AMQ_SCHEDULED_* headers are ignored and no "
                                             "scheduler store is opened (ActiveMQ's "
                                             "schedulerSupport; there the default is false)"],
@@ -143,9 +148,12 @@ class Options(usage.Options):
             self["data-dir"] = self["dir"]
         if self["scheduler-dir"] is None:
             self["scheduler-dir"] = os.path.join(self["data-dir"], "scheduler")
-        if str(self["scheduler-support"]).lower() not in ("true", "false"):
-            raise usage.UsageError("--scheduler-support must be true or false")
-        self["scheduler-support"] = str(self["scheduler-support"]).lower() == "true"
+        for key in ("scheduler-support", "persistent", "use-shutdown-hook"):
+            if str(self[key]).lower() not in ("true", "false"):
+                raise usage.UsageError("--%s must be true or false" % key)
+            self[key] = str(self[key]).lower() == "true"
+        if not self["persistent"]:
+            self["store"] = "memory"
         for key in ("memory-limit", "store-limit", "scheduler-limit"):
             if not isinstance(self[key], int):  # the default, a string
                 self[key] = parse_size(self[key])

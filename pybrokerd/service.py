@@ -240,6 +240,10 @@ class BrokerService(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
+        if not self.options.get("use-shutdown-hook", True):
+            # as an ActiveMQ started with useShutdownHook="false": no orderly stop
+            log.warn("--use-shutdown-hook=false: exiting without stopping the broker")
+            os._exit(0)
         super().stopService()
         if self._acquiring is not None:
             self._acquiring.cancel()

@@ -92,7 +92,8 @@ def test_every_mapped_part_of_an_activemq_xml(tmp_path):
     o = parse("--config", write_xml(tmp_path))
     assert (o["broker-name"], o["store"], o["dir"]) == ("imported", "kahadb",
                                                        str(tmp_path / "data" / "journal"))
-    assert o["scheduler-support"] is False
+    assert o["scheduler-support"] is False and o["use-shutdown-hook"] is False
+    assert parse("--persistent=false")["store"] == "memory"
     assert (o["max-redeliveries"], o["redelivery-delay"], o["redelivery-backoff"]) == (3, 2000, 2.0)
     assert (o["memory-limit"], o["store-limit"]) == (64 << 20, 2 << 30)
     assert o["stomp"] == "tcp:0:interface=127.0.0.1" and o["max-connections"] == 50

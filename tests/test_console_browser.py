@@ -1,0 +1,53 @@
+"""The admin console end to end in headless Chromium (Debian's `chromium` and
+`chromium-driver`, installed by `make test`): load the page, see a queue a STOMP client made,
+purge it from the page."""
+
+import json
+import urllib.request
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from support import BrokerProcess, RawStomp, unique
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_see_a_queue_and_purge_it_from_the_page(tmp_path, browser):
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        admin = broker.admin_port()
+        name = unique("console")
+        c = RawStomp(broker.port)
+        c.connect()
+        for i in range(3):
+            c.receipt("SEND", {"destination": "/queue/" + name, "persistent": "true"}, b"m")
+        c.close()
+        browser.get("http://127.0.0.1:%d/#destinations" % admin)
+        wait = WebDriverWait(browser, 15)
+        row = '#destination-table tr[data-name="/queue/%s"]' % name
+
+        def pending(driver):
+            found = driver.find_elements(By.CSS_SELECTOR, row + " td:nth-child(2)")
+            return found[0].text if found else None
+        wait.until(lambda d: pending(d) == "3")
+        assert "master" in browser.find_element(By.ID, "summary").text
+        browser.find_element(By.CSS_SELECTOR, row + " button.purge").click()
+        wait.until(lambda d: pending(d) == "0")
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/destinations" % admin) as r:
+            rows = {d["name"]: d for d in json.load(r)}
+        assert rows["/queue/" + name]["pending"] == 0 and rows["/queue/" + name]["dequeued"] == 3
+    finally:
+        broker.stop()
