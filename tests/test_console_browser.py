@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -39,12 +40,24 @@ def test_see_a_queue_and_purge_it_from_the_page(tmp_path, browser):
         wait = WebDriverWait(browser, 15)
         row = '#destination-table tr[data-name="/queue/%s"]' % name
 
+        # the table is redrawn every 2 s: an element found just before may be gone, so each
+        # look (and the click) is retried until it works
         def pending(driver):
-            found = driver.find_elements(By.CSS_SELECTOR, row + " td:nth-child(2)")
-            return found[0].text if found else None
+            try:
+                found = driver.find_elements(By.CSS_SELECTOR, row + " td:nth-child(2)")
+                return found[0].text if found else None
+            except StaleElementReferenceException:
+                return None
+
+        def purge(driver):
+            try:
+                driver.find_element(By.CSS_SELECTOR, row + " button.purge").click()
+                return True
+            except StaleElementReferenceException:
+                return False
         wait.until(lambda d: pending(d) == "3")
         assert "master" in browser.find_element(By.ID, "summary").text
-        browser.find_element(By.CSS_SELECTOR, row + " button.purge").click()
+        wait.until(purge)
         wait.until(lambda d: pending(d) == "0")
         with urllib.request.urlopen("http://127.0.0.1:%d/api/destinations" % admin) as r:
             rows = {d["name"]: d for d in json.load(r)}
