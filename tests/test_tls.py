@@ -125,3 +125,21 @@ def test_amqp_over_tls(tmp_path, pki):
         c.close()
     finally:
         broker.stop()
+
+
+def test_admin_over_https(tmp_path, pki):
+    import json
+    import ssl
+    import urllib.request
+    listen = "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (pki["server"], pki["server"])
+    broker = BrokerProcess("--admin=" + listen, directory=str(tmp_path)).start()
+    try:
+        port = broker.admin_port()
+        context = ssl.create_default_context(cafile=pki["ca"])
+        with urllib.request.urlopen("https://127.0.0.1:%d/api/health" % port,
+                                    context=context, timeout=10) as response:
+            assert json.load(response)["role"] == "master"
+        with pytest.raises(urllib.error.URLError):  # a client that does not trust the CA
+            urllib.request.urlopen("https://127.0.0.1:%d/api/health" % port, timeout=10)
+    finally:
+        broker.stop()
