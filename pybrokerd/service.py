@@ -155,7 +155,11 @@ class BrokerService(service.Service):
         amqp = opts.get("amqp") or "none"
         if amqp.lower() != "none":
             from pybrokerd.protocols.amqp.protocol import AmqpFactory
-            self.amqp_factory = AmqpFactory(self.broker, ids, clock=self.reactor)
+            self.amqp_factory = AmqpFactory(
+                self.broker, ids, clock=self.reactor,
+                max_connections=opts.get("max-connections", 1000),
+                max_per_address=opts.get("max-connections-per-address", 0),
+                max_message_size=opts.get("max-body-length", 0))
             port = await endpoints.serverFromString(self.reactor, amqp).listen(self.amqp_factory)
             self.ports.append(port)
             log.info("AMQP listening on {address}", address=_address(port))

@@ -120,3 +120,36 @@ def test_a_topic_subscriber_that_stops_reading_does_not_grow_broker_memory(tmp_p
         assert got[-1] == "last" and len(got) < 30000
     finally:
         broker.stop()
+
+
+def test_amqp_connection_limit_and_message_size(tmp_path):
+    from proton import ConnectionException, Message
+    from proton.utils import BlockingConnection, LinkDetached, SendException
+    broker = BrokerProcess("--max-connections=2", "--max-body-length=10000",
+                           directory=str(tmp_path)).start()
+    url = "amqp://127.0.0.1:%d" % broker.amqp_port
+    try:
+        first, second = (BlockingConnection(url, timeout=10) for _ in range(2))
+        with pytest.raises(ConnectionException) as e:
+            BlockingConnection(url, timeout=10)
+        assert "Maximum connections (2) reached" in str(e.value)
+        second.close()
+        assert wait_until(lambda: _amqp_accepted(url), 5)  # a slot is free again
+        sender = first.create_sender(unique("size"))
+        sender.send(Message(body="x" * 5000))
+        with pytest.raises((SendException, LinkDetached, ConnectionException)):
+            sender.send(Message(body="y" * 20000))  # over --max-body-length
+        first.close()
+        assert "Traceback" not in broker.log()
+    finally:
+        broker.stop()
+
+
+def _amqp_accepted(url):
+    from proton import ConnectionException
+    from proton.utils import BlockingConnection
+    try:
+        BlockingConnection(url, timeout=5).close()
+        return True
+    except ConnectionException:
+        return False

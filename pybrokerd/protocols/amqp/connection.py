@@ -78,8 +78,11 @@ def _condition_for(error) -> Condition:
 
 @implementer(IConsumerSession)
 class AmqpConnection:
-    def __init__(self, broker, link, *, clock, id_generator, peer="unknown"):
+    def __init__(self, broker, link, *, clock, id_generator, peer="unknown", refusal=None,
+                 max_message_size=0):
         self.broker = broker
+        self.refusal = refusal  # a connection limit was reached: say so on open, then close
+        self.max_message_size = max_message_size
         self.link = link
         self.clock = clock
         self.peer = peer
@@ -288,6 +291,11 @@ class AmqpConnection:
 
     # == connection and sessions =============================================================
     def on_connection_remote_open(self, event) -> None:
+        if self.refusal is not None:
+            self.connection.open()
+            self.connection.condition = Condition("amqp:resource-limit-exceeded", self.refusal)
+            self.connection.close()
+            return
         container = self.connection.remote_container
         try:
             self.broker.connect(self, container or None)
@@ -356,6 +364,8 @@ class AmqpConnection:
             link.target.address = target.address
         link.target.durability = target.durability
         link.rcv_settle_mode = Link.RCV_FIRST
+        if self.max_message_size:
+            link.max_message_size = self.max_message_size  # proton refuses bigger transfers
         self.producers[link] = dest
         link.open()
         link.flow(CREDIT)
@@ -460,6 +470,17 @@ class AmqpConnection:
         link = delivery.link
         if link.is_sender:
             self._outcome(link, delivery)
+        elif self.max_message_size and delivery.pending > self.max_message_size:
+            # proton would buffer it all: the link goes, with the limit named (spec 2.8.15)
+            log.info("AMQP {connection}: a message over {limit} bytes; closing its link",
+                     connection=self.connection_id, limit=self.max_message_size)
+            delivery.settle()
+            self.producers.pop(link, None)
+            self.held.pop(link, None)
+            link.condition = Condition(
+                "amqp:link:message-size-exceeded",
+                "Message larger than %d bytes (--max-body-length)" % self.max_message_size)
+            link.close()
         elif delivery.readable and not delivery.partial:
             data = link.recv(delivery.pending)
             link.advance()

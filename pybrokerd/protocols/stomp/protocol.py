@@ -4,6 +4,7 @@ from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from pybrokerd.protocols.limits import ConnectionLimits
 from pybrokerd.protocols.stomp.codec import serialize
 from pybrokerd.protocols.stomp.session import StompConfig, StompSession
 
@@ -93,25 +94,11 @@ class StompFactory(protocol.Factory):
         self.clock = clock
         self.config = config or StompConfig()
         self.sessions = set()
-        self.connections = 0
-        self.per_address: dict[str, int] = {}
+        self.limits = ConnectionLimits(self.config.max_connections,
+                                       self.config.max_connections_per_address)
 
     def refusal(self, address: str):
-        """Why a new connection from `address` is refused, or None."""
-        config = self.config
-        if config.max_connections and self.connections >= config.max_connections:
-            return ("Maximum connections (%d) reached: the broker refuses new connections "
-                    "until some close (--max-connections)" % config.max_connections)
-        limit = config.max_connections_per_address
-        if limit and self.per_address.get(address, 0) >= limit:
-            return ("Maximum connections from %s (%d) reached (--max-connections-per-address)"
-                    % (address, limit))
-        return None
+        return self.limits.refusal(address)
 
     def count(self, address: str, delta: int) -> None:
-        self.connections += delta
-        n = self.per_address.get(address, 0) + delta
-        if n > 0:
-            self.per_address[address] = n
-        else:
-            self.per_address.pop(address, None)
+        self.limits.count(address, delta)
