@@ -73,8 +73,9 @@ class BrokerService(service.Service):
                                                                             "admins")))
             site.noisy = False
             site.log = lambda request: None  # no access log line per request
-            self.admin_port = await endpoints.serverFromString(self.reactor, admin).listen(site)
-            log.info("admin HTTP listening on {address}", address=_address(self.admin_port))
+            self.admin_port = await self._listen_optional("admin", "admin HTTP", admin, site)
+            if self.admin_port is not None:
+                log.info("admin HTTP listening on {address}", address=_address(self.admin_port))
         # 1. the lock: a slave waits here and has opened nothing else
         self.locker = self._make_locker()
         if self.locker is not None:
@@ -160,12 +161,29 @@ class BrokerService(service.Service):
                 max_connections=opts.get("max-connections", 1000),
                 max_per_address=opts.get("max-connections-per-address", 0),
                 max_message_size=opts.get("max-body-length", 0))
-            port = await endpoints.serverFromString(self.reactor, amqp).listen(self.amqp_factory)
-            self.ports.append(port)
-            log.info("AMQP listening on {address}", address=_address(port))
-            scheme = "amqp+ssl" if amqp.lower().startswith("ssl:") else "amqp"
-            self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
+            port = await self._listen_optional("amqp", "AMQP", amqp, self.amqp_factory)
+            if port is not None:
+                self.ports.append(port)
+                log.info("AMQP listening on {address}", address=_address(port))
+                scheme = "amqp+ssl" if amqp.lower().startswith("ssl:") else "amqp"
+                self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         self.ready.callback(self)
+
+    async def _listen_optional(self, option, label, address, factory):
+        """Listen; a listener left at its default whose port is taken (a second broker on
+        the same host, started for its STOMP port) is skipped with a warning instead of
+        stopping the broker.  One asked for explicitly must open, as STOMP must."""
+        from twisted.internet.error import CannotListenError
+        try:
+            return await endpoints.serverFromString(self.reactor, address).listen(factory)
+        except CannotListenError as e:
+            default = _default_of(option)
+            if address != default:
+                raise
+            log.warn("{label} listener not started: {address} is not free ({error}); set "
+                     "--{option}=... to another address, or --{option}=none", label=label,
+                     address=address, error=e.socketError, option=option)
+            return None
 
     def _configure_flow_control(self, opts):
         flow = self.broker.flow
@@ -272,6 +290,11 @@ class BrokerService(service.Service):
             yield self.admin_port.stopListening()
             self.admin_port = None
         log.info("pybrokerd stopped")
+
+
+def _default_of(option):
+    from pybrokerd.options import Options
+    return Options()[option]
 
 
 def _limit(usage):

@@ -161,3 +161,38 @@ def test_json_logs(tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_second_broker_on_one_host_skips_default_listeners_it_cannot_have(tmp_path):
+    """Started with only its own STOMP port (and dir), as one would start a second ActiveMQ:
+    the default AMQP and admin ports are the first broker's, and that is not fatal."""
+    import socket as sockets
+    taken = []
+    for port in (5672, 8161):
+        s = sockets.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+            taken.append(s)
+        except OSError:
+            s.close()  # taken already by someone else: just as good for this test
+    try:
+        proc2 = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "--logfile=%s" % (tmp_path / "log"), "pybrokerd",
+             "--dir=%s" % (tmp_path / "store"), "--stomp=tcp:0:interface=127.0.0.1"])
+        from support import wait_until
+        assert wait_until(lambda: (tmp_path / "log").exists()
+                          and "AMQP listener" in (tmp_path / "log").read_text(), 30)
+        text = (tmp_path / "log").read_text()
+        assert "AMQP listener not started" in text and "admin HTTP listener not started" in text
+        assert proc2.poll() is None  # still running
+        proc2.terminate()
+        proc2.wait(15)
+        # asked for explicitly, a taken port is an error, as for STOMP
+        result = twistd("--logfile=%s" % (tmp_path / "log2"), "pybrokerd",
+                        "--dir=%s" % (tmp_path / "store2"), "--stomp=tcp:0:interface=127.0.0.1",
+                        "--amqp=tcp:5672:interface=127.0.0.1:backlog=5")
+        assert result.returncode != 0
+    finally:
+        for s in taken:
+            s.close()
