@@ -186,7 +186,8 @@ class Translation:
             scheme = parts.scheme.lower()
             host = parts.hostname or "0.0.0.0"
             port = parts.port
-            endpoint = "tcp:%s:interface=%s" % (port, host)
+            # an IPv6 address needs its colons escaped in a Twisted endpoint string
+            endpoint = "tcp:%s:interface=%s" % (port, host.replace(":", "\\:"))
             option = {"stomp": "stomp", "stomp+nio": "stomp", "amqp": "amqp",
                       "amqp+nio": "amqp", "tcp": "openwire", "nio": "openwire",
                       "openwire": "openwire", "auto": "openwire", "auto+nio": "openwire"}.get(scheme)
@@ -230,6 +231,11 @@ class Translation:
             password = self.value(user.get("password") or "")
             if not name:
                 continue
+            if _PLACEHOLDER.search(password):
+                # a literal "${...}" would be a password anybody can read in the file
+                self.report.append("authenticationUser %s: password %s unresolved; the user "
+                                   "is left out" % (name, user.get("password")))
+                continue
             self.users[name] = password  # hashed by the caller
             for group in (self.value(user.get("groups")) or "").split(","):
                 if group.strip():
@@ -259,7 +265,12 @@ class Translation:
     def redelivery(self, policy) -> None:
         attrs = {k: self.value(v) for k, v in policy.attrib.items()}
         if "maximumRedeliveries" in attrs:
-            self.set("max-redeliveries", attrs.pop("maximumRedeliveries"), "redeliveryPolicy")
+            value = attrs.pop("maximumRedeliveries")
+            if value.strip().startswith("-"):
+                self.mapped.append("redeliveryPolicy@maximumRedeliveries=%s: no limit, pybrokerd's "
+                                   "default" % value)
+            else:
+                self.set("max-redeliveries", value, "redeliveryPolicy")
         delay = attrs.pop("initialRedeliveryDelay", None) or attrs.pop("redeliveryDelay", None)
         attrs.pop("redeliveryDelay", None)
         if delay:

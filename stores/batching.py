@@ -635,10 +635,12 @@ class BatchingAdapter:
         self.reactor.callFromThread(self._recovered)
 
     def _fail(self, batch, error):
-        """Reactor thread.  The batch was not written: its adds are forgotten (the messages
-        were never stored: their senders get an error), everything else (acks, subscriptions,
-        producer sequences, delivery marks) is kept and written with the next batch that
-        succeeds, so a disk that fills up costs no ack."""
+        """Reactor thread.  The batch was not written, and each broker action in it fails as
+        a whole (a send and the remove of a dead-lettered original, a COMMIT's sends and
+        acks): its adds are forgotten (their senders get an error, the broker takes the
+        messages back from memory) and its removes are undone in the catalogue, so those
+        messages are still the store's and come back, as after a crash: at least once,
+        never lost."""
         first = self.failure is None
         self.failure = error
         self._failures += 1
@@ -646,24 +648,33 @@ class BatchingAdapter:
             log.critical("store {dir} cannot write ({error}): persistent messages are refused "
                          "until it can; retrying every {interval:g} s", dir=self.directory,
                          error=describe_error(error), interval=self.retry_interval)
-        carried = []
+        failed_adds = set()
         for pending in batch:
             for op in pending.ops:
                 if op[0] == "add":
                     view, entry = op[1], op[2]
                     message = entry.message
+                    failed_adds.add(id(entry))
                     if view.entries.get(message.message_id) is entry:
                         del view.entries[message.message_id]
-                        view._bytes -= len(message.body)
-                        self._stored_total -= len(message.body)
-                elif op[0] != "checkpoint":
-                    carried.append(op)
-        if carried and not self._stopping:
-            # nobody waits for these: a failure of this try is reported by the next _fail
-            self._submit(carried, durable=False).addErrback(lambda f: None)
+                        self._count_bytes(view, -len(message.body))
+        for pending in batch:
+            for op in pending.ops:
+                if op[0] == "remove":
+                    view, message_id, entry = op[1], op[2], op[3]
+                    if id(entry) in failed_adds or message_id in view.entries:
+                        continue
+                    view.entries[message_id] = entry
+                    self._count_bytes(view, len(entry.message.body) if isinstance(entry, Unwritten)
+                                      else entry & 0xFFFFFFFF)
         failure = StoreWriteError(error, self.directory)
         for pending in batch:
             pending.deferred.errback(failure)
+
+    def _count_bytes(self, view, delta):
+        view._bytes += delta
+        if self._views.get(view.name) is view:  # a dropped view no longer counts
+            self._stored_total += delta
 
     def _still_failing(self, error):
         self.failure = error

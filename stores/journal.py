@@ -86,7 +86,7 @@ class JournalAdapter(BatchingAdapter):
         self._index: dict[str, dict[str, int]] = {}
         self._subs: dict[str, dict] = {}
         self._queue_names: set[str] = set()
-        self._producers: dict[str, list] = {}
+        self._journal_producers: dict[str, list] = {}
         self._segments: list[int] = []
         self._read_fds: dict[int, int] = {}
         self._fd = None
@@ -110,6 +110,14 @@ class JournalAdapter(BatchingAdapter):
         if segment not in self._segments:
             self._segments.append(segment)
             _fsync_dir(self.directory)
+
+    def _rotate(self):
+        """On to the next segment; the new file is opened before the old one is closed, so a
+        failed open leaves the journal writing where it was (never to a closed descriptor)."""
+        old = self._fd
+        os.fsync(old)
+        self._open_segment(self._current + 1)
+        os.close(old)
 
     def _read_fd(self, segment):
         fd = self._read_fds.get(segment)
@@ -141,7 +149,7 @@ class JournalAdapter(BatchingAdapter):
             catalogue.messages[key] = [(mid, v >> 128, _body_of(v)) for mid, v in ordered]
         catalogue.subscriptions = {k: v for k, v in self._subs.items()}
         catalogue.queues = set(self._queue_names)
-        catalogue.producers = dict(self._producers)
+        catalogue.producers = dict(self._journal_producers)
         log.info("journal {dir}: recovered {messages} messages in {seconds:.2f}s "
                  "({batches} batches replayed after the checkpoint)", dir=self.directory,
                  messages=sum(len(e) for e in self._index.values()),
@@ -175,7 +183,7 @@ class JournalAdapter(BatchingAdapter):
         self._index = state["index"]
         self._subs = state["subscriptions"]
         self._queue_names = set(state["queues"])
-        self._producers = state.get("producers", {})
+        self._journal_producers = state.get("producers", {})
         self._ckpt_pos = tuple(state["position"])
         return state["next_seq"]
 
@@ -252,9 +260,9 @@ class JournalAdapter(BatchingAdapter):
                 index.pop("queue:" + key, None)
             elif kind == PRODUCER:
                 if dlen:
-                    self._producers[key] = json.loads(bytes(view[pos:pos + dlen]))
+                    self._journal_producers[key] = json.loads(bytes(view[pos:pos + dlen]))
                 else:
-                    self._producers.pop(key, None)
+                    self._journal_producers.pop(key, None)
             pos += dlen
         return top
 
@@ -300,9 +308,7 @@ class JournalAdapter(BatchingAdapter):
         batch = b"".join((BATCH_HEAD.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload)),
                           payload, BATCH_END))
         if self._size > 0 and self._size + len(batch) > self.max_file_length:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._open_segment(self._current + 1)
+            self._rotate()
         offset = self._size + BATCH_HEAD.size
         _write_all(self._fd, batch)
         segment = self._current
@@ -331,11 +337,11 @@ class JournalAdapter(BatchingAdapter):
                     self._queue_names.discard(op[1])
                     undo.append((index, "queue:" + op[1], index.pop("queue:" + op[1], None)))
                 elif kind == "producer":
-                    undo.append((self._producers, op[1], self._producers.get(op[1])))
+                    undo.append((self._journal_producers, op[1], self._journal_producers.get(op[1])))
                     if op[2] is None:
-                        self._producers.pop(op[1], None)
+                        self._journal_producers.pop(op[1], None)
                     else:
-                        self._producers[op[1]] = op[2]
+                        self._journal_producers[op[1]] = op[2]
             self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
             for key, message_id, seq, at, length, body in adds:
                 entries = index.setdefault(key, {})
@@ -416,7 +422,7 @@ class JournalAdapter(BatchingAdapter):
         with self._lock:
             state = {"version": CHECKPOINT_VERSION, "position": (self._current, self._size),
                      "index": self._index, "subscriptions": self._subs,
-                     "producers": self._producers, "queues": sorted(self._queue_names), "next_seq": self._max_seq + 1}
+                     "producers": self._journal_producers, "queues": sorted(self._queue_names), "next_seq": self._max_seq + 1}
             data = marshal.dumps(state)
         path = os.path.join(self.directory, "checkpoint")
         tmp = path + ".tmp"
@@ -436,8 +442,7 @@ class JournalAdapter(BatchingAdapter):
         too (an empty one takes its place), once a checkpoint no longer needs them."""
         live = self._live_by_segment()
         if self._current not in live and self._size > 0:
-            os.close(self._fd)
-            self._open_segment(self._current + 1)
+            self._rotate()
         self._checkpoint()
         self._collect()
 

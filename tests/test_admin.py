@@ -15,6 +15,8 @@ from support import BrokerProcess, RawStomp, shared_dir_brokers, unique, wait_un
 def http(port, path, method="GET", body=None, user=None):
     request = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
                                      data=json.dumps(body).encode() if body is not None else None)
+    if method == "POST":
+        request.add_header("Content-Type", "application/json")
     if user is not None:
         request.add_header("Authorization",
                            "Basic " + base64.b64encode(user.encode()).decode())
@@ -108,6 +110,13 @@ def test_purge_delete_send_and_remove_a_job(broker):
     assert jobs[-1]["id"] not in {j["id"] for j in get_json(broker.admin, "/api/scheduler")}
     assert http(broker.admin, "/api/scheduler/nosuch", "DELETE")[0] == 404
     assert http(broker.admin, "/api/send", "POST", {"destination": "nowhere"})[0] == 400
+    # a form a web page elsewhere could make a browser post is refused
+    forged = urllib.request.Request(
+        "http://127.0.0.1:%d/api/destinations/queue/%s/purge" % (broker.admin, name),
+        method="POST", data=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(forged, timeout=10)
+    assert e.value.code == 415
     c.close()
 
 

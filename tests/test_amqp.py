@@ -453,7 +453,17 @@ class TxReceiver(MessagingHandler, TransactionHandler):
         self.conn.close()
 
 
-def test_acks_inside_a_transaction_count_only_at_commit(broker):
+def test_acks_inside_a_transaction_count_only_at_commit(tmp_path):
+    # a broker of its own: the module's one dead-letters after one redelivery, and an
+    # aborted transactional ack is a redelivery (the message comes back, count + 1)
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        _acks_inside_a_transaction(broker)
+    finally:
+        broker.stop()
+
+
+def _acks_inside_a_transaction(broker):
     q = unique("txack")
     url = "amqp://127.0.0.1:%d" % broker.amqp_port
     c = amqp(broker)
@@ -527,3 +537,23 @@ def test_a_receiver_without_source_finds_and_closes_a_durable_subscription(broke
     with pytest.raises(Exception):
         r.receive(timeout=0.5)
     c.close()
+
+
+def test_a_copy_source_on_a_queue_browses_it(broker):
+    from proton.reactor import Copy
+    q = unique("browse")
+    c = amqp(broker)
+    try:
+        sender = c.create_sender(q)
+        for i in range(3):
+            sender.send(Message(body="b%d" % i, durable=True))
+        browser = c.create_receiver(q, options=Copy())
+        seen = [browser.receive(timeout=5).body for _ in range(3)]
+        assert seen == ["b0", "b1", "b2"]
+        browser.close()
+        consumer = c.create_receiver(q)  # still all there
+        got = [consumer.receive(timeout=5).body for _ in range(3)]
+        consumer.accept()
+        assert got == seen
+    finally:
+        c.close()

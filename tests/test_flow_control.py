@@ -262,3 +262,27 @@ def test_an_amqp_producer_is_held_by_credit_then_rejected_naming_the_limit(broke
     consumer.connect()
     assert len(drain(consumer, "/queue/" + q[8:], sent)) == sent
     consumer.close()
+
+
+def test_a_waiter_released_into_a_full_limit_can_wait_again():
+    from twisted.internet.task import Clock
+
+    from pybrokerd.broker.usage import FlowControl, ResourceLimitError
+    clock = Clock()
+    flow = FlowControl(clock, memory_limit=100, send_fail_timeout=5)
+    flow.memory.used = 150
+    outcomes = []
+
+    def released(_, name):
+        outcomes.append(name)
+        flow.memory.used = 150  # the send that got through fills it again
+        again = flow.wait(flow.memory, "/queue/q", name + "-again")
+        again.addErrback(lambda f: outcomes.append((name + "-again", f.check(ResourceLimitError))))
+    for name in ("a", "b"):
+        flow.wait(flow.memory, "/queue/q", name).addCallback(released, name)
+    flow.memory.used = 50
+    clock.advance(0.05)  # both had room at that check: both released, both wait again
+    assert outcomes == ["a", "b"] and flow.waiting() == 2
+    clock.pump([0.05] * 120)  # and the timeout still works for them
+    assert outcomes[2:] == [("a-again", ResourceLimitError), ("b-again", ResourceLimitError)]
+    assert flow.waiting() == 0

@@ -149,12 +149,18 @@ class AdminResource(resource.Resource):
                                  "answer until it takes over")
         if method in ("POST", "DELETE"):
             self._require_admin(principal)
+            # a web page elsewhere can make a browser POST a form or text/plain here, but not
+            # JSON (that needs a CORS preflight we never grant): actions must say JSON
+            content_type = (request.getHeader("content-type") or "").split(";")[0].strip()
+            if method == "POST" and content_type != "application/json":
+                raise HttpError(415, "actions take Content-Type: application/json")
         if path == ["api", "destinations"] and method == "GET":
             return self.destinations()
         if path[:2] == ["api", "destinations"] and len(path) >= 4:
             dest = self._destination(path[2], path[3])
             action = path[4:]
             if action == ["messages"] and method == "GET":
+                broker.authorize(principal, "read", [dest])  # as a STOMP browser would need
                 limit = int(request.args.get(b"limit", [b"100"])[0])
                 return (yield self.browse(dest, limit))
             if action == ["purge"] and method == "POST":
@@ -278,10 +284,12 @@ class AdminResource(resource.Resource):
             raise HttpError(400, "send takes JSON {\"destination\": \"/queue/x\", \"body\": "
                                  "\"...\", \"persistent\": true, \"headers\": {}}: %s" % e)
         body = spec.get("body", "")
+        if not isinstance(body, str):
+            raise HttpError(400, "body must be a string")
         headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
         self._count = getattr(self, "_count", 0) + 1
         message = Message("ID:admin-%d-%d" % (int(self.started), self._count), dest,
-                          body.encode("utf-8") if isinstance(body, str) else bytes(body),
+                          body.encode("utf-8"),
                           properties=headers, persistent=bool(spec.get("persistent")))
         yield self.service.broker.publish([message])
         log.info("admin: sent a test message to {dest}", dest=dest.stomp())

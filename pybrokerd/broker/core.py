@@ -94,7 +94,7 @@ class Broker:
         self.management = Management(self)  # statistics and purge destinations
         # producer id -> highest sequence seen, least recently used first
         self.producers: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._producer_writes: dict[str, defer.Deferred] = {}  # the latest write per producer
+        self._producer_writes: dict[str, tuple] = {}  # producer -> (its latest write, duplicates waiting on it)
         self.duplicates_dropped = 0
         self.max_producers = MAX_PRODUCERS
 
@@ -346,28 +346,28 @@ class Broker:
 
     def _duplicate_done(self, producer_id: str) -> defer.Deferred:
         """The receipt of a dropped duplicate waits for the producer's latest write, which
-        holds (or follows) the original."""
+        holds (or follows) the original, and fails if that write failed."""
         self.duplicates_dropped += 1
         latest = self._producer_writes.get(producer_id)
         if latest is None:
             return defer.succeed(None)
         d = defer.Deferred()
-
-        def relay(result):
-            if isinstance(result, Failure):
-                d.errback(result)  # the original was not stored either
-            else:
-                d.callback(None)
-            return result
-        latest.addBoth(relay)
+        latest[1].append(d)
         return d
 
     def _track_write(self, producer_id: str, d: defer.Deferred) -> None:
-        self._producer_writes[producer_id] = d
+        # the outcome is taken here, before anybody else's callbacks can change the result
+        entry = (d, [])
+        self._producer_writes[producer_id] = entry
 
         def done(result):
-            if self._producer_writes.get(producer_id) is d:
+            if self._producer_writes.get(producer_id) is entry:
                 del self._producer_writes[producer_id]
+            for waiter in entry[1]:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
             return result
         d.addBoth(done)
 
@@ -706,7 +706,11 @@ class Broker:
             source.wake()
 
     def commit(self, tx: Transaction) -> defer.Deferred:
-        self._check_stores(tx.sends)
+        try:
+            self._check_stores(tx.sends)
+        except BrokerError:
+            self.rollback(tx)  # its acks must not stay marked as taken by a dead transaction
+            raise
         ops: list = []
         scheduled = []
         for message in tx.sends:

@@ -153,17 +153,23 @@ class FlowControl:
 
     def _check(self) -> None:
         now = self.clock.seconds()
-        still = collections.deque()
-        for waiter in self._waiters:
+        # the callbacks may wait again (the send let through filled the limit): they must
+        # find a fresh queue, not the one being walked
+        waiters, self._waiters = self._waiters, collections.deque()
+        ready, failed = [], []
+        for waiter in waiters:
             if not waiter.usage.full():
-                waiter.deferred.callback(None)
+                ready.append(waiter)
             elif waiter.deadline is not None and now >= waiter.deadline:
-                self._fail(waiter)
+                failed.append(waiter)
             else:
-                still.append(waiter)
+                self._waiters.append(waiter)
                 self._warn(waiter)
-        self._waiters = still
-        if not still and self._loop is not None:
+        for waiter in ready:
+            waiter.deferred.callback(None)
+        for waiter in failed:
+            self._fail(waiter)
+        if not self._waiters and self._loop is not None:
             self._loop.stop()
             self._loop = None
 

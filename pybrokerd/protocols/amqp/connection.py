@@ -108,6 +108,7 @@ class AmqpConnection:
         self.consumers: dict = {}     # sender link -> AmqpConsumer
         self.producers: dict = {}     # receiver link -> destination or None (anonymous relay)
         self.held: dict = {}          # receiver link -> deliveries waiting for room
+        self.browsers: dict = {}      # sender link -> messages still to show (queue browsers)
         self.transactions: dict[bytes, Transaction] = {}
         self.coordinators = set()
         self._message_seq = itertools.count(1)
@@ -386,6 +387,9 @@ class AmqpConnection:
         self._authorize("read", dest)
         selector_text = self._selector(source)
         selector = compile_selector(selector_text) if selector_text else None
+        if dest.is_queue and source.distribution_mode == Terminus.DIST_MODE_COPY:
+            self._attach_browser(link, dest, selector)
+            return
         durable = dest.is_topic and not dest.is_temporary and \
             source.durability != Terminus.NONDURABLE
         if durable and not self.client_id:
@@ -404,6 +408,34 @@ class AmqpConnection:
         self.broker.subscribe(consumer)
         self.consumers[link] = consumer
         link.open()
+
+    def _attach_browser(self, link, dest, selector) -> None:
+        """A `copy` source on a queue is a browser (qpid-jms's QueueBrowser): the queue's
+        messages as they are now, sent settled as credit allows, nothing consumed."""
+        link.source.distribution_mode = Terminus.DIST_MODE_COPY
+        link.snd_settle_mode = Link.SND_SETTLED
+        self.browsers[link] = None  # filled once the queue has been read
+        link.open()
+
+        def read(messages):
+            if link in self.browsers:
+                self.browsers[link] = list(reversed(messages))
+                self._browse_more(link)
+                self._schedule_flush()
+        self.broker.browse([dest], selector).addCallbacks(
+            read, lambda f: log.failure("AMQP browse of {dest}", f, dest=dest))
+
+    def _browse_more(self, link) -> None:
+        pending = self.browsers.get(link)
+        if pending is None:
+            return
+        while pending and link.credit > 0 and self.writable:
+            delivery = link.delivery(self.next_ack_id())
+            link.stream(mapping.to_amqp(pending.pop()).encode())
+            link.advance()
+            delivery.settle()
+        if not pending and link.drain_mode and link.credit > 0:
+            link.drained()  # all of it was sent: the browser knows it has seen the end
 
     def _attach_existing_durable(self, link) -> None:
         """A receiver with no source: the client looks for its durable subscription by link
@@ -449,6 +481,7 @@ class AmqpConnection:
                     pass  # none, or in use elsewhere: nothing to remove here
         self.producers.pop(link, None)
         self.held.pop(link, None)
+        self.browsers.pop(link, None)
         self.coordinators.discard(link)
         if closed:
             link.close()
@@ -457,6 +490,9 @@ class AmqpConnection:
 
     def on_link_flow(self, event) -> None:
         link = event.link
+        if link in self.browsers:
+            self._browse_more(link)
+            return
         consumer = self.consumers.get(link)
         if consumer is not None:
             for source in list(consumer.sources):
@@ -550,6 +586,8 @@ class AmqpConnection:
                 self.held[link].extend(held[i:])
                 break
             self._produce(link, delivery, data)
+        if link not in self.held:
+            self._replenish(link)  # the refused ones used credit too
         self._schedule_flush()
 
     def _replenish(self, link) -> None:
@@ -616,7 +654,7 @@ class AmqpConnection:
                                                          "Unknown transaction %r" % txn_id)
                     self._settle(delivery, Delivery.REJECTED)
                 elif failed:
-                    self.broker.rollback(txn)
+                    self._roll_back(txn)
                     self._settle(delivery, Delivery.ACCEPTED)
                 else:
                     d = self.broker.commit(txn)
@@ -627,6 +665,16 @@ class AmqpConnection:
         except Exception as e:
             self._reject(delivery, Failure(e))
         self._replenish(delivery.link)
+
+    def _roll_back(self, txn) -> None:
+        """The client settled those deliveries inside the transaction: it cannot take them
+        back, so the messages go back to their queues and come again, redelivered."""
+        acked = [(consumer, ack_id) for consumer, ack_id, _ in txn.acks
+                 if (d := consumer.in_flight.get(ack_id)) is not None and d.tx is txn]
+        self.broker.rollback(txn)
+        for consumer, ack_id in acked:
+            if not consumer.closed:
+                self.broker.release(consumer, [ack_id], redelivered=True)
 
     def _commit_failed(self, delivery, failure) -> None:
         if failure.check(BrokerError, StoreWriteError) is None:

@@ -79,6 +79,9 @@ class SaslServer:
 
     def feed(self, data: bytes) -> list:
         self.buffer += data
+        if len(self.buffer) > MAX_SASL_FRAME + 8:
+            # nothing legitimate sends this much before SASL is done: refuse to buffer it
+            raise SaslError("more than %d bytes before the SASL exchange ended" % MAX_SASL_FRAME)
         events = []
         while True:
             if self.state == "header":
