@@ -254,8 +254,8 @@ class AdminResource(resource.Resource):
         if dest.kind != QUEUE:
             raise HttpError(400, "only queues can be browsed")
         self._queue(dest)
-        messages = yield self.service.broker.browse([dest])
-        return [_message(m) for m in messages[:max(limit, 0)]]
+        messages = yield self.service.broker.browse([dest], limit=max(limit, 0))
+        return [_message(m) for m in messages]
 
     @defer.inlineCallbacks
     def delete(self, dest: Destination):

@@ -671,9 +671,12 @@ class Broker:
                 self.expired(queue, message)
 
     @defer.inlineCallbacks
-    def browse(self, destinations: list[Destination], selector=None):
-        """-> Deferred firing with the messages of the queues, in order, without consuming."""
+    def browse(self, destinations: list[Destination], selector=None, limit=None):
+        """-> Deferred firing with the messages of the queues, in order, without consuming;
+        with a limit, the first `limit` of them (paged-out ones are not all read then)."""
         found = []
+        if limit is not None and limit <= 0:
+            return found
         now = now_ms()
         for dest in destinations:
             self._check_usable(dest)
@@ -684,14 +687,18 @@ class Broker:
                 queues = [self.queue(dest)]
             for queue in queues:
                 messages = queue.messages()
-                if queue.paged:
-                    messages += (yield queue.store.recover(queue.paged + len(queue.resident),
-                                                           skip=queue.resident))
+                if queue.paged and (limit is None or len(found) + len(messages) < limit):
+                    want = queue.paged + len(queue.resident)
+                    if limit is not None and selector is None:
+                        want = min(want, limit - len(found) - len(messages))
+                    messages += (yield queue.store.recover(want, skip=queue.resident))
                 for message in messages:
                     if message.is_expired(now):
                         continue
                     if selector is None or selector(message.selector_value):
                         found.append(message)
+                        if limit is not None and len(found) >= limit:
+                            return found
         return found
 
     # -- transactions --------------------------------------------------------------------

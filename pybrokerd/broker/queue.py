@@ -510,7 +510,10 @@ class MessageQueue:
         return sorted(itertools.chain(self.pending, in_flight), key=lambda m: m.seq)
 
     def discard(self) -> None:
-        """The queue (or subscription) is dropped: what it holds no longer counts."""
+        """The queue (or subscription) is dropped: what it holds no longer counts, and a
+        refill still on its way is not taken in (it checks for purges)."""
+        self._purges += 1
+        self.paged = 0
         self.pending.remove_where(lambda m: True)
 
     def remove_expired(self, now: int) -> list[Message]:

@@ -557,6 +557,7 @@ class AmqpConnection:
             else:
                 d = self.broker.publish([message], durable=not delivery.settled)
                 if delivery.settled:
+                    delivery.settle()  # the client settled it first: proton may forget it now
                     d.addErrback(lambda f: log.warn("AMQP pre-settled send lost: {error}",
                                                     error=f.getErrorMessage()))
                 else:
