@@ -129,6 +129,24 @@ class BrokerProcess:
             self.proc.wait()
 
 
+def broker_with_users(directory, users, extra=""):
+    """A started broker whose --config holds these users ({name: (password, [groups])}) and
+    any further INI text (an [authorization] section)."""
+    from pybrokerd.security import hash_password
+    groups = {}
+    lines = ["[pybrokerd]", "[users]"]
+    for name, (password, member_of) in users.items():
+        lines.append("%s = %s" % (name, hash_password(password)))
+        for group in member_of:
+            groups.setdefault(group, []).append(name)
+    lines.append("[groups]")
+    lines += ["%s = %s" % (group, ", ".join(names)) for group, names in groups.items()]
+    config = os.path.join(str(directory), "broker.ini")
+    with open(config, "w") as f:
+        f.write("\n".join(lines) + "\n" + extra)
+    return BrokerProcess("--config=%s" % config, directory=str(directory)).start()
+
+
 def shared_dir_brokers(tmp_path, *args, n=2):
     """n brokers (b0, b1, ...) on one shared store directory, each with its own port and
     working directory; the keep-alive check is fast (0.2 s) so lock loss shows quickly."""

@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 from proton.utils import BlockingConnection
 
-from support import BrokerProcess, RawStomp, shared_dir_brokers, unique, wait_until
+from support import (
+    BrokerProcess, RawStomp, broker_with_users, shared_dir_brokers, unique, wait_until)
 
 
 def http(port, path, method="GET", body=None, user=None):
@@ -169,12 +170,8 @@ def test_a_slave_answers_with_its_role_only(tmp_path):
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    from pybrokerd.security import hash_password
-    d = tmp_path_factory.mktemp("admin-sec")
-    config = d / "broker.ini"
-    config.write_text("[pybrokerd]\n[users]\nroot = %s\nbob = %s\n[groups]\nadmins = root\n"
-                      % (hash_password("rootpw"), hash_password("bobpw")))
-    proc = BrokerProcess("--config=%s" % config, directory=str(d)).start()
+    proc = broker_with_users(tmp_path_factory.mktemp("admin-sec"),
+                             {"root": ("rootpw", ["admins"]), "bob": ("bobpw", ["users"])})
     proc.admin = proc.admin_port()
     yield proc
     proc.stop()

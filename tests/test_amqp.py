@@ -11,7 +11,7 @@ from proton.reactor import Container, DurableSubscription
 from proton import ConnectionException
 from proton.utils import BlockingConnection, LinkDetached, SendException
 
-from support import BrokerProcess, RawStomp, unique
+from support import BrokerProcess, RawStomp, broker_with_users, unique
 
 
 @pytest.fixture(scope="module")
@@ -230,14 +230,10 @@ def test_durable_subscription_offline_then_back_then_unsubscribed(broker):
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
-    from pybrokerd.security import hash_password
-    d = tmp_path_factory.mktemp("amqp-sec")
-    config = d / "broker.ini"
-    config.write_text("[pybrokerd]\n[users]\nalice = %s\n[groups]\nusers = alice\n"
-                      "[authorization]\nqueue:open.> = read: users; write: users; admin: users\n"
-                      "queue:locked.> = read: admins; write: admins; admin: admins\n"
-                      % hash_password("secret"))
-    proc = BrokerProcess("--config=%s" % config, directory=str(d)).start()
+    proc = broker_with_users(
+        tmp_path_factory.mktemp("amqp-sec"), {"alice": ("secret", ["users"])},
+        "[authorization]\nqueue:open.> = read: users; write: users; admin: users\n"
+        "queue:locked.> = read: admins; write: admins; admin: admins\n")
     yield proc
     proc.stop()
 
@@ -277,26 +273,19 @@ def test_wrong_or_missing_credentials_are_refused(secured, url_user):
 
 # -- transactions and scheduling (Container-based clients) ---------------------------------------
 
-class TxSender(MessagingHandler, TransactionHandler):
-    """Sends `bodies` in one transaction, then commits (or aborts)."""
+class TxClient(MessagingHandler, TransactionHandler):
+    """Does its work inside one transaction, then commits (or aborts) and closes."""
 
-    def __init__(self, url, address, bodies, commit):
-        super().__init__()
-        self.url, self.address, self.bodies, self.commit = url, address, bodies, commit
+    def __init__(self, url, address, commit, **kw):
+        super().__init__(**kw)
+        self.url, self.address, self.commit = url, address, commit
         self.outcome = None
 
-    def on_start(self, event):
-        self.conn = event.container.connect(self.url)
-        self.sender = event.container.create_sender(self.conn, self.address)
-        event.container.declare_transaction(self.conn, handler=self)
-
-    def on_transaction_declared(self, event):
-        for body in self.bodies:
-            event.transaction.send(self.sender, Message(body=body, durable=True))
+    def finish(self, transaction):
         if self.commit:
-            event.transaction.commit()
+            transaction.commit()
         else:
-            event.transaction.abort()
+            transaction.abort()
 
     def on_transaction_committed(self, event):
         self.outcome = "committed"
@@ -309,6 +298,24 @@ class TxSender(MessagingHandler, TransactionHandler):
     def on_transaction_declare_failed(self, event):
         self.outcome = "declare failed"
         self.conn.close()
+
+
+class TxSender(TxClient):
+    """Sends `bodies` in one transaction."""
+
+    def __init__(self, url, address, bodies, commit):
+        super().__init__(url, address, commit)
+        self.bodies = bodies
+
+    def on_start(self, event):
+        self.conn = event.container.connect(self.url)
+        self.sender = event.container.create_sender(self.conn, self.address)
+        event.container.declare_transaction(self.conn, handler=self)
+
+    def on_transaction_declared(self, event):
+        for body in self.bodies:
+            event.transaction.send(self.sender, Message(body=body, durable=True))
+        self.finish(event.transaction)
 
 
 def run_container(handler, timeout=15):
@@ -417,13 +424,12 @@ def test_an_unknown_address_prefix_is_refused_on_attach(broker):
         c.close()
 
 
-class TxReceiver(MessagingHandler, TransactionHandler):
-    """Takes one message, accepts it inside a transaction, then commits or aborts."""
+class TxReceiver(TxClient):
+    """Takes one message and accepts it inside the transaction."""
 
     def __init__(self, url, address, commit):
-        super().__init__(prefetch=1, auto_accept=False)
-        self.url, self.address, self.commit = url, address, commit
-        self.got, self.outcome, self.txn = None, None, None
+        super().__init__(url, address, commit, prefetch=1, auto_accept=False)
+        self.got, self.txn = None, None
 
     def on_start(self, event):
         self.container = event.container
@@ -439,18 +445,7 @@ class TxReceiver(MessagingHandler, TransactionHandler):
             return
         self.got = event.message.body
         self.txn.accept(event.delivery)
-        if self.commit:
-            self.txn.commit()
-        else:
-            self.txn.abort()
-
-    def on_transaction_committed(self, event):
-        self.outcome = "committed"
-        self.conn.close()
-
-    def on_transaction_aborted(self, event):
-        self.outcome = "aborted"
-        self.conn.close()
+        self.finish(self.txn)
 
 
 def test_acks_inside_a_transaction_count_only_at_commit(tmp_path):
