@@ -137,6 +137,19 @@ def test_metrics_in_prometheus_format(broker):
     c.close()
 
 
+def test_a_foreign_host_name_on_the_loopback_listener_is_refused(broker):
+    request = urllib.request.Request("http://127.0.0.1:%d/api/broker" % broker.admin,
+                                     headers={"Host": "attacker.example:%d" % broker.admin})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request, timeout=10)
+    assert e.value.code == 421  # DNS rebinding gets nowhere
+    for host in ("localhost:%d" % broker.admin, "127.0.0.1", "[::1]:%d" % broker.admin):
+        request = urllib.request.Request("http://127.0.0.1:%d/api/health" % broker.admin,
+                                         headers={"Host": host})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+
 def test_the_console_page_is_served_without_outside_resources(broker):
     status, headers, body = http(broker.admin, "/")
     page = body.decode()

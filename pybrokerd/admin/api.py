@@ -130,8 +130,27 @@ class AdminResource(resource.Resource):
                             % (principal.user, self.admin_group))
 
     # -- routing ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_host(request):
+        """Reached on a loopback address, the console answers only to a loopback Host name:
+        a web page whose name was made to resolve to 127.0.0.1 (DNS rebinding) must not get
+        at it through the user's browser."""
+        local = getattr(request.getHost(), "host", "")
+        if not (local.startswith("127.") or local == "::1"):
+            return
+        host = (request.getHeader("host") or "").strip().lower()
+        if host.startswith("["):
+            name = host[1:].split("]", 1)[0]
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        if not (name == "localhost" or name.startswith("127.") or name == "::1"):
+            raise HttpError(421, "this admin listener answers only to localhost or a loopback "
+                                 "address, not %r (bind it elsewhere with --admin to reach it "
+                                 "under another name)" % host)
+
     @defer.inlineCallbacks
     def _route(self, request, method, path):
+        self._check_host(request)
         if path == ["api", "health"]:
             return self.health()
         principal = yield self._principal(request)
