@@ -13,7 +13,7 @@ from pybrokerd.broker.destination import QUEUE, TEMP_QUEUE, TOPIC, Destination
 from pybrokerd.broker.message import Message
 from pybrokerd.broker.queue import AUTO, CLIENT_INDIVIDUAL, Consumer
 from stores.journal import JournalAdapter
-from support import BrokerProcess, RawStomp, unique
+from support import BrokerProcess, RawStomp, unique, wait_until
 from support import CollectingSession as Session
 from support import until_in_reactor as until
 
@@ -286,3 +286,26 @@ def test_a_waiter_released_into_a_full_limit_can_wait_again():
     clock.pump([0.05] * 120)  # and the timeout still works for them
     assert outcomes[2:] == [("a-again", ResourceLimitError), ("b-again", ResourceLimitError)]
     assert flow.waiting() == 0
+
+
+def test_a_producer_that_goes_away_stops_waiting(broker):
+    dest = "/queue/" + unique("gone")
+    producer = RawStomp(broker.port)
+    producer.connect()
+    sent, _ = fill(producer, dest, {})
+    waiting = _blocked_producers(broker)
+    assert waiting >= 1
+    producer.close()
+    assert wait_until(lambda: _blocked_producers(broker) == waiting - 1, 5)
+    consumer = RawStomp(broker.port)
+    consumer.connect()
+    assert len(drain(consumer, dest, sent)) == sent
+    consumer.close()
+
+
+def _blocked_producers(broker):
+    import json
+    import urllib.request
+    url = "http://127.0.0.1:%d/api/broker" % broker.admin_port()
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)["limits"]["blocked_producers"]

@@ -133,10 +133,11 @@ class FlowControl:
         """Fires (None) once `usage` has room; fails with ResourceLimitError after the send
         fail timeout.  Waiters are served in arrival order."""
         self.blocked_sends += 1
-        d = defer.Deferred()
         timeout = self.send_fail_timeout
         deadline = None if timeout < 0 else self.clock.seconds() + timeout
-        waiter = _Waiter(usage, d, deadline, destination, producer)
+        waiter = _Waiter(usage, None, deadline, destination, producer)
+        # cancelled when its connection goes: it leaves the queue at once
+        d = waiter.deferred = defer.Deferred(lambda _: self._forget(waiter))
         if timeout == 0:
             self._fail(waiter)
             return d
@@ -147,6 +148,12 @@ class FlowControl:
             self._loop.clock = self.clock
             self._loop.start(self.poll_interval, now=False)
         return d
+
+    def _forget(self, waiter: _Waiter) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
 
     def waiting(self) -> int:
         return len(self._waiters)

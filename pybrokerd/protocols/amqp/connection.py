@@ -109,6 +109,7 @@ class AmqpConnection:
         self.producers: dict = {}     # receiver link -> destination or None (anonymous relay)
         self.held: dict = {}          # receiver link -> deliveries waiting for room
         self.browsers: dict = {}      # sender link -> messages still to show (queue browsers)
+        self.flow_waits: dict = {}    # receiver link -> its wait for room (flow control)
         self.transactions: dict[bytes, Transaction] = {}
         self.coordinators = set()
         self._message_seq = itertools.count(1)
@@ -571,9 +572,11 @@ class AmqpConnection:
         """A limit is full: no more credit for this link, and what it sends waits, in order."""
         self.held[link] = [(delivery, data)]
         d = self.broker.flow.wait(usage, mapping.render_address(dest), self.connection_id)
+        self.flow_waits[link] = d
         d.addBoth(self._unblock, link)
 
     def _unblock(self, result, link) -> None:
+        self.flow_waits.pop(link, None)
         held = self.held.pop(link, None)
         if held is None or self.closing:
             return
@@ -763,6 +766,8 @@ class AmqpConnection:
         for call in (self._flush_call, self._tick_call):
             if call is not None and call.active():
                 call.cancel()
+        for wait in list(self.flow_waits.values()):
+            wait.cancel()  # gone: it waits for nothing
         for txn in self.transactions.values():
             self.broker.rollback(txn)
         self.transactions.clear()

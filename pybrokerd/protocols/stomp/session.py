@@ -111,6 +111,7 @@ class StompSession:
         self._ack_seq = itertools.count(1)
         self._held = None  # MESSAGE frames waiting for the current frame's answer
         self._blocked = False  # a SEND waits for room (flow control): reading is paused
+        self._flow_wait = None
         self._receipts: collections.deque = collections.deque()
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
@@ -736,13 +737,15 @@ class StompSession:
         self._waiting = []
         self._blocked = True
         self.link.pause_reading()
-        d = self.broker.flow.wait(usage, message.destination.stomp(), self.connection_id)
+        d = self._flow_wait = self.broker.flow.wait(usage, message.destination.stomp(),
+                                                    self.connection_id)
         d.addCallbacks(self._unblock, self._unblock, callbackArgs=(frame,),
                        errbackArgs=(frame,))
 
     def _unblock(self, result, frame) -> None:
         waiting, self._waiting = self._waiting, None
         self._blocked = False
+        self._flow_wait = None
         if self.closing:
             return
         if isinstance(result, failure.Failure):
@@ -784,6 +787,8 @@ class StompSession:
     def connection_lost(self) -> None:
         self.closing = True
         self.writable = False
+        if self._flow_wait is not None:
+            self._flow_wait.cancel()  # a producer that went away waits for nothing
         for timer in (self._read_timer, self._write_timer, self._connect_timer):
             if timer is not None and timer.active():
                 timer.cancel()
