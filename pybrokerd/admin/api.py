@@ -317,15 +317,10 @@ class AdminResource(resource.Resource):
     def connections(self) -> list:
         rows = []
         for session in list(self.service.broker.connections):
-            protocol = "amqp" if type(session).__name__.startswith("Amqp") else "stomp"
-            subs = getattr(session, "subscriptions", None)
-            if subs is None:
-                consumers = [c for c in getattr(session, "consumers", {}).values() if c]
-            else:
-                consumers = list(subs.values())
+            consumers = list(session.subscriptions.values())
             principal = getattr(session, "principal", None)
             rows.append({
-                "id": session.connection_id, "protocol": protocol,
+                "id": session.connection_id, "protocol": session.protocol,
                 "remote": getattr(session, "peer", None), "client_id": session.client_id,
                 "user": getattr(principal, "user", None),
                 "subscriptions": [{"id": c.subscription_id,

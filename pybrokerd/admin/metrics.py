@@ -66,8 +66,7 @@ class BrokerCollector:
     def _connections(broker):
         by_protocol = {"stomp": 0, "amqp": 0}
         for session in list(broker.connections):
-            kind = "amqp" if type(session).__name__.startswith("Amqp") else "stomp"
-            by_protocol[kind] = by_protocol.get(kind, 0) + 1
+            by_protocol[session.protocol] = by_protocol.get(session.protocol, 0) + 1
         family = GaugeMetricFamily("pybrokerd_connections", "open client connections",
                                    labels=["protocol"])
         for protocol, n in sorted(by_protocol.items()):

@@ -241,14 +241,13 @@ class Broker:
     def flow_blocker(self, messages: list[Message]):
         """The full resource (a Usage) a client's send has to wait for, or None."""
         first = messages[0]
-        if is_management(first.destination) or first.destination.name.startswith(
-                ("ActiveMQ.Statistics", "pybrokerd.Admin.")):
-            return None  # requests to manage the broker always get through
         scheduled = self.scheduler is not None and is_scheduled(first)
         for message in messages:
             usage = self.flow.blocker(message, scheduled)
             if usage is not None:
-                return usage
+                # only now, with a limit full, is it worth asking: requests to manage the
+                # broker always get through
+                return None if _is_admin_destination(first.destination) else usage
         return None
 
     def publish(self, messages: list[Message], durable: bool = True) -> defer.Deferred:

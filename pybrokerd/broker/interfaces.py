@@ -11,6 +11,8 @@ class IConsumerSession(Interface):
     """
 
     writable = Attribute("False while the connection's send buffer is full: no deliveries then")
+    protocol = Attribute("its protocol's name: 'stomp', 'amqp' (the admin API and metrics)")
+    subscriptions = Attribute("its consumers, keyed by subscription id or link name")
 
     def next_ack_id():
         """A new delivery tag, unique on this connection."""

@@ -78,6 +78,7 @@ def _condition_for(error) -> Condition:
 
 @implementer(IConsumerSession)
 class AmqpConnection:
+    protocol = "amqp"
     def __init__(self, broker, link, *, clock, id_generator, peer="unknown", refusal=None,
                  max_message_size=0):
         self.broker = broker
@@ -118,6 +119,11 @@ class AmqpConnection:
         self._flush_call = None
         self._tick_call = None
         self._in_engine = False
+
+    @property
+    def subscriptions(self) -> dict:
+        """Link name -> Consumer, as a STOMP session's id -> Consumer (the admin API)."""
+        return {c.subscription_id: c for c in self.consumers.values() if c is not None}
 
     # == bytes in ============================================================================
     def data_received(self, data: bytes) -> None:

@@ -85,6 +85,7 @@ class ProtocolError(Exception):
 
 @implementer(IConsumerSession)
 class StompSession:
+    protocol = "stomp"
 
     def __init__(self, broker, link, *, clock, id_generator, config: StompConfig | None = None):
         self.broker = broker
