@@ -195,10 +195,6 @@ class Translation:
                 self.report.append("transportConnector %s (%s): %s is not supported"
                                    % (name, uri, scheme or "no scheme"))
                 continue
-            if option == "openwire":
-                self.report.append("transportConnector %s (%s): OpenWire is not implemented yet"
-                                   % (name, uri))
-                continue
             self.set(option, endpoint, "transportConnector " + name)
             for key, value in parse_qsl(parts.query):
                 if key == "maximumConnections":

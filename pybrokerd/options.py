@@ -9,11 +9,6 @@ from pybrokerd import __version__
 from pybrokerd.broker.usage import parse_size
 from pybrokerd.security import ConfigError, Security
 
-NOT_YET = {
-    "openwire": "OpenWire listener",
-}
-
-
 def _positive_int(value):
     number = int(value)
     if number < 0:
@@ -56,7 +51,9 @@ class Options(usage.Options):
                                             "signed by a CA in this PEM file"],
         ["amqp", None, "tcp:5672:interface=127.0.0.1", "AMQP 1.0 listen address (ssl:... for "
                                                        "TLS), or none"],
-        ["openwire", None, "none", "OpenWire listen address, or none (not implemented yet)"],
+        ["openwire", None, "tcp:61616:interface=127.0.0.1", "OpenWire listen address for "
+                                                            "ActiveMQ's JMS client (ssl:... "
+                                                            "for TLS), or none"],
         ["admin", None, "tcp:8161:interface=127.0.0.1", "admin HTTP listen address (JSON API, "
                                                         "/metrics, console; ssl:... for "
                                                         "HTTPS), or none"],
@@ -127,10 +124,6 @@ class Options(usage.Options):
             self.security = Security(anonymous=True)
         elif self["anonymous"]:
             self.security.anonymous = True
-        for key, what in NOT_YET.items():
-            if (self[key] or "none").lower() != "none":
-                raise usage.UsageError("--%s: the %s is not implemented yet; use --%s=none"
-                                       % (key, what, key))
         from stores import registry
         try:
             registry.load(self["store"])

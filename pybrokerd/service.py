@@ -32,6 +32,7 @@ class BrokerService(service.Service):
         self.ports = []
         self.stomp_factory = None
         self.amqp_factory = None
+        self.openwire_factory = None
         self.admin_port = None
         self.locker = None
         self._acquiring = None
@@ -167,6 +168,23 @@ class BrokerService(service.Service):
                 log.info("AMQP listening on {address}", address=_address(port))
                 scheme = "amqp+ssl" if amqp.lower().startswith("ssl:") else "amqp"
                 self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
+        openwire = opts.get("openwire") or "none"
+        if openwire.lower() != "none":
+            from pybrokerd.protocols.openwire.protocol import OpenWireFactory
+            body_limit = opts.get("max-body-length", 0) or 0
+            self.openwire_factory = OpenWireFactory(
+                self.broker, ids, clock=self.reactor,
+                max_connections=opts.get("max-connections", 1000),
+                max_per_address=opts.get("max-connections-per-address", 0),
+                max_frame_size=body_limit + 65536 if body_limit else 100 * 1024 * 1024)
+            port = await self._listen_optional("openwire", "OpenWire", openwire,
+                                               self.openwire_factory)
+            if port is not None:
+                self.ports.append(port)
+                log.info("OpenWire listening on {address}", address=_address(port))
+                scheme = "ssl" if openwire.lower().startswith("ssl:") else "tcp"
+                self.openwire_factory.url = "%s://%s" % (scheme, _address(port))
+                self.broker.management.connectors["openwire"] = self.openwire_factory.url
         self.ready.callback(self)
 
     async def _listen_optional(self, option, label, address, factory):
@@ -245,9 +263,10 @@ class BrokerService(service.Service):
         if self.stomp_factory is not None:
             for session in list(self.stomp_factory.sessions):
                 session.link.transport.abortConnection()
-        if self.amqp_factory is not None:
-            for connection in list(self.amqp_factory.connections):
-                connection.link.transport.abortConnection()
+        for factory in (self.amqp_factory, self.openwire_factory):
+            if factory is not None:
+                for connection in list(factory.connections):
+                    connection.link.transport.abortConnection()
 
     def _failed_to_start(self, failure):
         log.failure("pybrokerd failed to start", failure)

@@ -8,7 +8,7 @@ import json
 import struct
 
 from pybrokerd.broker.destination import Destination
-from pybrokerd.broker.message import Message
+from pybrokerd.broker.message import JAVA_TYPE_NAMES, JAVA_TYPES, Message
 
 _LEN = struct.Struct(">I")
 
@@ -25,9 +25,41 @@ def _undest(value):
     return value
 
 
+def _typed(values: dict):
+    """(JSON-able values, {name: Java type} for those JSON would lose) of a property or map
+    dict: Java int/short/byte/float/char (OpenWire) and byte arrays keep their type."""
+    types = {}
+    plain = values
+    for key, value in values.items():
+        kind = JAVA_TYPE_NAMES.get(type(value))
+        if kind is None and isinstance(value, (bytes, bytearray)):
+            kind = "bytes"
+        if kind is not None:
+            if plain is values:
+                plain = dict(values)
+            types[key] = kind
+            if kind == "bytes":
+                plain[key] = bytes(value).hex()
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            if plain is values:
+                plain = dict(values)
+            plain[key] = str(value)
+    return plain, types
+
+
+def _untyped(values: dict, types: dict | None) -> dict:
+    if types:
+        for key, kind in types.items():
+            if key in values:
+                value = values[key]
+                values[key] = bytes.fromhex(value) if kind == "bytes" else JAVA_TYPES[kind](value)
+    return values
+
+
 def encode(message: Message) -> bytes:
+    properties, property_types = _typed(message.properties)
     header = {
-        "i": message.message_id, "d": _dest(message.destination), "p": message.properties,
+        "i": message.message_id, "d": _dest(message.destination), "p": properties,
         "P": message.persistent, "r": message.priority, "e": message.expires,
         "t": message.timestamp, "b": message.is_bytes, "n": message.redelivery_count,
     }
@@ -40,9 +72,14 @@ def encode(message: Message) -> bytes:
         header["R"] = _dest(message.reply_to)
     if message.original_destination is not None:
         header["o"] = _dest(message.original_destination)
-    if message.map_body is not None:  # an AMQP map body (JSON keeps its plain values)
-        header["m"] = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                       for k, v in message.map_body.items()}
+    if property_types:
+        header["pt"] = property_types
+    if message.map_body is not None:  # a map message's body (AMQP, OpenWire)
+        header["m"], map_types = _typed(message.map_body)
+        if map_types:
+            header["mt"] = map_types
+    if message.jms_kind is not None:
+        header["k"] = message.jms_kind
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return b"".join((_LEN.pack(len(raw)), raw, message.body))
 
@@ -52,10 +89,13 @@ def decode(data) -> Message:
     (n,) = _LEN.unpack_from(data, 0)
     h = json.loads(bytes(data[4:4 + n]))
     message = Message(
-        h["i"], _undest(h["d"]), bytes(data[4 + n:]), properties=h["p"], persistent=h["P"],
+        h["i"], _undest(h["d"]), bytes(data[4 + n:]), properties=_untyped(h["p"], h.get("pt")),
+        persistent=h["P"],
         priority=h["r"], expires=h["e"], timestamp=h["t"], correlation_id=h.get("c"),
         reply_to=_undest(h.get("R")), type=h.get("y"), is_bytes=h["b"],
         redelivery_count=h["n"], original_destination=_undest(h.get("o")),
         user_id=h.get("u"), scheduled_job_id=h.get("j"))
-    message.map_body = h.get("m")
+    map_body = h.get("m")
+    message.map_body = None if map_body is None else _untyped(map_body, h.get("mt"))
+    message.jms_kind = h.get("k")
     return message

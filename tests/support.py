@@ -61,6 +61,8 @@ class BrokerProcess:
             cmd.append("--amqp=tcp:0:interface=127.0.0.1")  # never the shared 5672
         if not any(a.startswith("--admin=") for a in self.args):
             cmd.append("--admin=tcp:0:interface=127.0.0.1")  # nor 8161
+        if not any(a.startswith("--openwire") for a in self.args):
+            cmd.append("--openwire=tcp:0:interface=127.0.0.1")  # nor 61616
         cmd += self.args
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
@@ -100,6 +102,10 @@ class BrokerProcess:
         if not any(a.startswith("--amqp=none") for a in self.args):
             m = self.wait_for_log(r"AMQP listening on [\d.]+:(\d+)", timeout)
             self.amqp_port = int(m.group(1))
+        self.openwire_port = None
+        if not any(a.startswith("--openwire=none") for a in self.args):
+            m = self.wait_for_log(r"OpenWire listening on [\d.]+:(\d+)", timeout)
+            self.openwire_port = int(m.group(1))
 
     def stop(self, timeout=15.0):
         if self.proc and self.proc.poll() is None:

@@ -204,8 +204,11 @@ class Broker:
                 yield self.store.remove_destination(dest.name)
         return count
 
-    def create_temporary(self, kind: str, connection_id: str, owner) -> Destination:
-        dest = Destination(kind, "%s:%d" % (connection_id, next(self._temp_seq)))
+    def create_temporary(self, kind: str, connection_id: str, owner,
+                         name: str | None = None) -> Destination:
+        """A temporary destination owned by `owner` (deleted when it disconnects); named by
+        the broker, or by the client (OpenWire clients name their own)."""
+        dest = Destination(kind, name or "%s:%d" % (connection_id, next(self._temp_seq)))
         self.temp_owners[dest] = owner
         if kind == TEMP_QUEUE:
             self.queue(dest)
@@ -250,17 +253,22 @@ class Broker:
                 return None if _is_admin_destination(first.destination) else usage
         return None
 
-    def publish(self, messages: list[Message], durable: bool = True) -> defer.Deferred:
+    def publish(self, messages: list[Message], durable: bool = True,
+                producer: tuple | None = None) -> defer.Deferred:
         """A client's send: the copies of one message (several for a composite destination),
         routed as one atomic batch, unless it is a duplicate re-sent after a failover.
         durable=False: nobody waits for a receipt, so the store need not sync for it (as
-        ActiveMQ's KahaDB does for a send that wants no response)."""
+        ActiveMQ's KahaDB does for a send that wants no response).
+        `producer` = (producer id, sequence) of a protocol that numbers its sends itself
+        (OpenWire); else our failover client's headers say it."""
         first = messages[0]
         stamp = None  # (producer id, sequence, the sequence it had before)
-        if PRODUCER_ID in first.properties:
-            stamp = self._producer_sequence(first)
+        if producer is None and PRODUCER_ID in first.properties:
+            producer = (first.properties[PRODUCER_ID], first.properties.get(PRODUCER_SEQ))
+        if producer is not None:
+            stamp = self._producer_sequence(*producer)
             if stamp is None:
-                return self._duplicate_done(first.properties[PRODUCER_ID])
+                return self._duplicate_done(producer[0])
         done = []
         ops: list = []
         try:
@@ -322,10 +330,8 @@ class Broker:
             if getattr(store, "failure", None) is not None:
                 raise BrokerError("Scheduled messages are refused: %s" % _store_trouble(store))
 
-    def _producer_sequence(self, message: Message):
+    def _producer_sequence(self, producer_id: str, raw):
         """(producer id, sequence, previous sequence) for a stamped send, None for a duplicate."""
-        producer_id = message.properties[PRODUCER_ID]
-        raw = message.properties.get(PRODUCER_SEQ)
         try:
             sequence = int(raw)
         except (TypeError, ValueError):
@@ -531,8 +537,10 @@ class Broker:
                               % (client_id, name))
         return self._delete_durable(sub)
 
-    def unsubscribe(self, consumer: Consumer) -> defer.Deferred:
-        """Detach a consumer; its unacked messages go back to the head of their queue."""
+    def unsubscribe(self, consumer: Consumer, delivered=None) -> defer.Deferred:
+        """Detach a consumer; its unacked messages go back to the head of their queue,
+        counted as redelivered, or only those for which `delivered(message)` is true (an
+        OpenWire client says which ones its application saw; the rest were prefetched)."""
         consumer.closed = True
         self.wildcard_consumers = [w for w in self.wildcard_consumers if w[0] is not consumer]
         ops: list = []
@@ -543,7 +551,16 @@ class Broker:
                 self.topic_subscriptions.discard(source)
                 source.discard()
                 continue
-            returns.append((source, self._redeliver(source, returned, ops)))
+            if delivered is None:
+                returns.append((source, self._redeliver(source, returned, ops)))
+            else:
+                back = []
+                for message in returned:  # in their order; only the seen ones marked
+                    if delivered(message):
+                        back.extend(self._redeliver(source, [message], ops))
+                    else:
+                        back.append(message)
+                returns.append((source, back))
         d = self._persist(ops)
         for source, back in returns:
             source.requeue(back)

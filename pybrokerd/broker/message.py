@@ -35,6 +35,32 @@ class Int32(int):
     __slots__ = ()
 
 
+class Int16(int):
+    """A Java short (OpenWire properties and map values keep their Java types)."""
+    __slots__ = ()
+
+
+class Int8(int):
+    """A Java byte."""
+    __slots__ = ()
+
+
+class Float32(float):
+    """A Java float (a plain Python float is a Java double)."""
+    __slots__ = ()
+
+
+class Char(str):
+    """A Java char."""
+    __slots__ = ()
+
+
+# the Java types a typed value may have besides str, bool, int (long) and float (double):
+# name <-> class, as the stores write them
+JAVA_TYPES = {"int": Int32, "short": Int16, "byte": Int8, "float": Float32, "char": Char}
+JAVA_TYPE_NAMES = {cls: name for name, cls in JAVA_TYPES.items()}
+
+
 class Message:
     """A message as the broker keeps it.
 
@@ -47,7 +73,8 @@ class Message:
     __slots__ = ("message_id", "destination", "properties", "body", "persistent", "priority",
                  "expires", "timestamp", "correlation_id", "reply_to", "type", "is_bytes",
                  "redelivery_count", "original_destination", "user_id", "group_id", "group_seq",
-                 "scheduled_job_id", "producer_seq", "seq", "map_body", "wire")
+                 "scheduled_job_id", "producer_seq", "seq", "map_body", "wire", "jms_kind",
+                 "data_structure")
 
     def __init__(self, message_id: str, destination: Destination, body: bytes = b"", *,
                  properties: dict | None = None, persistent: bool = False,
@@ -88,6 +115,11 @@ class Message:
         # (STOMP: the header lines around `subscription`/`ack`, and the body): encoded once
         # for a topic's many subscribers.  Keyed by the protocol's own key; never stored.
         self.wire = None
+        # the JMS message class when neither is_bytes nor map_body tells it: "message" (no
+        # body), "object" or "stream" (a Java-serialized body in `body`); set by OpenWire
+        self.jms_kind: str | None = None
+        # an OpenWire data structure an advisory message carries (never stored)
+        self.data_structure = None
 
     def copy(self, **changes) -> "Message":
         clone = Message.__new__(Message)
