@@ -8,11 +8,12 @@ from __future__ import annotations
 import uuid
 
 from proton import Message as AmqpMessage
-from proton import symbol, ulong
+from proton import byte, char, float32, int32, short, symbol, ulong
 
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError)
-from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, now_ms
+from pybrokerd.broker.message import DEFAULT_PRIORITY, Char, Float32, Int8, Int16, Int32, \
+    Message, now_ms
 
 # ActiveMQ's (and qpid-jms's) address prefixes; a bare name is a queue
 PREFIXES = (("queue://", QUEUE), ("topic://", TOPIC), ("temp-queue://", TEMP_QUEUE),
@@ -174,7 +175,8 @@ def to_amqp(message: Message) -> AmqpMessage:
             amqp.group_sequence = message.group_seq
     amqp.delivery_count = message.redelivery_count
     amqp.first_acquirer = message.redelivery_count == 0
-    properties = {k: v for k, v in message.properties.items() if k not in _NOT_PROPERTIES}
+    properties = {k: _amqp_value(v) for k, v in message.properties.items()
+                  if k not in _NOT_PROPERTIES}
     if message.scheduled_job_id is not None:
         properties.setdefault("scheduledJobId", message.scheduled_job_id)
     if message.original_destination is not None:
@@ -194,7 +196,15 @@ def to_amqp(message: Message) -> AmqpMessage:
     return amqp
 
 
+_JAVA_TO_AMQP = {Int32: int32, Int16: short, Int8: byte, Float32: float32, Char: char}
+
+
 def _amqp_value(value):
+    """A value as proton encodes it: Java-typed ones (OpenWire's) as the AMQP type of that
+    width."""
+    java = _JAVA_TO_AMQP.get(type(value))
+    if java is not None:
+        return java(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 2 ** 63:
         return ulong(value)
     return value
