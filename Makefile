@@ -2,10 +2,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install browser run test bench clean
+.PHONY: install browser java run test bench clean
 
 # the console's end-to-end test drives Debian's headless Chromium through chromedriver
 BROWSER_PACKAGES := chromium chromium-driver
+# the OpenWire tests compile and run Java programs with ActiveMQ's own JMS client, and run
+# them against ActiveMQ itself too (Debian's activemq package brings both)
+JAVA_PACKAGES := default-jdk-headless activemq
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,7 +32,16 @@ browser:
 	    $$SUDO apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } || \
 	  echo "could not install $(BROWSER_PACKAGES): the console test will fail"; }
 
-test: install browser
+java:
+	@{ command -v javac >/dev/null && [ -e /usr/share/activemq/lib/activemq-client.jar ]; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "the OpenWire tests need: apt-get install $(JAVA_PACKAGES)"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(JAVA_PACKAGES) >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO apt-get install -y -q --no-install-recommends $(JAVA_PACKAGES) >/dev/null; } || \
+	  echo "could not install $(JAVA_PACKAGES): the OpenWire tests will fail"; }
+
+test: install browser java
 	$(VENV)/bin/python -m pytest -q
 
 bench: install

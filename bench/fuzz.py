@@ -1,6 +1,10 @@
-"""Bounded fuzz run of the STOMP codec (hypothesis at high example counts).
+"""Bounded fuzz run of the STOMP and OpenWire codecs (hypothesis at high example counts).
 
-    .venv/bin/python bench/fuzz.py [--examples 200000] [--seed N]
+    .venv/bin/python bench/fuzz.py [--examples 200000] [--seed N] [--codec stomp|openwire|all]
+
+OpenWire: the properties of tests/test_openwire_codec.py (garbage raises only OpenWireError,
+encode -> decode round trips of every data structure, any split of the bytes, primitive maps
+keep their Java types).
 
 Properties (the same ones tests/test_codec.py checks with few examples):
 1. random bytes never raise anything but FrameError, and parsing is linear (no hang);
@@ -61,7 +65,57 @@ def split(data: bytes, cuts):
     return out
 
 
-def run(examples: int, seed: int | None) -> int:
+def openwire_properties(config, count):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import struct
+
+    from pybrokerd.protocols.openwire import codec as ow
+    import test_openwire_codec as t
+
+    @config
+    @given(st.binary(max_size=2048))
+    def ow_garbage(data):
+        count("ow-garbage")
+        started = time.monotonic()
+        try:
+            ow.Decoder(max_frame_size=1 << 20).feed(data)
+        except ow.OpenWireError:
+            pass
+        for type_byte in (3, 5, 21, 22, 28):
+            try:
+                ow.Decoder().feed(struct.pack(">i", len(data) + 1) + bytes([type_byte]) + data)
+            except ow.OpenWireError:
+                pass
+        assert time.monotonic() - started < 1.0
+
+    @config
+    @given(t.structs())
+    def ow_round_trip(command):
+        count("ow-round-trip")
+        assert ow.Decoder().feed(ow.encode(command)) == [command]
+
+    @config
+    @given(st.lists(t.structs(), min_size=1, max_size=4),
+           st.lists(st.integers(0, 10 ** 5), max_size=8))
+    def ow_any_split(commands, cuts):
+        count("ow-any-split")
+        data = b"".join(ow.encode(c) for c in commands)
+        decoder = ow.Decoder()
+        got = []
+        for piece in split(data, cuts):
+            got.extend(decoder.feed(piece))
+        assert got == commands
+
+    @config
+    @given(st.dictionaries(t.TEXT, t.JAVA_VALUES, max_size=6))
+    def ow_maps(values):
+        count("ow-maps")
+        assert t.same(ow.decode_map(ow.encode_map(values)), values)
+
+    return [ow_garbage, ow_round_trip, ow_any_split, ow_maps]
+
+
+def run(examples: int, seed: int | None, codec: str = "all") -> int:
     config = settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
                       suppress_health_check=list(HealthCheck))
     failures = 0
@@ -117,7 +171,12 @@ def run(examples: int, seed: int | None) -> int:
         data = serialize(command, dict(headers, **{"content-length": str(len(body))}), body, "1.2")
         assert parse_all(data, "1.2", commands=CLIENT_COMMANDS) == parse_all(data, "1.2")
 
-    for prop in (garbage, round_trip, any_split, command_check):
+    props = []
+    if codec in ("stomp", "all"):
+        props += [garbage, round_trip, any_split, command_check]
+    if codec in ("openwire", "all"):
+        props += openwire_properties(config, count)
+    for prop in props:
         started = time.monotonic()
         try:
             prop()
@@ -135,8 +194,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=200000, help="per property")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--codec", choices=("stomp", "openwire", "all"), default="all")
     args = parser.parse_args()
-    return run(args.examples, args.seed)
+    return run(args.examples, args.seed, args.codec)
 
 
 if __name__ == "__main__":

@@ -40,14 +40,14 @@ class JavaClient:
                         os.path.join(HERE, "java", "OwClient.java")],
                        check=True, capture_output=True, timeout=120)
 
-    def command(self, scenario, url, prefix, *args) -> list[str]:
-        return ["java", "-Xss512k", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+    def command(self, scenario, url, prefix, *args, jvm=()) -> list[str]:
+        return ["java", "-Xss512k", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", *jvm,
                 "-cp", self.classpath, "OwClient", scenario, url, prefix] + [str(a) for a in args]
 
-    def run(self, scenario, url, prefix, *args, timeout=90) -> list[str]:
+    def run(self, scenario, url, prefix, *args, timeout=90, jvm=()) -> list[str]:
         """The scenario's output lines (the JMS client's SLF4J notices left out); fails
-        with the output when it exits non-zero."""
-        result = subprocess.run(self.command(scenario, url, prefix, *args),
+        with the output when it exits non-zero.  `jvm`: more java options."""
+        result = subprocess.run(self.command(scenario, url, prefix, *args, jvm=jvm),
                                 capture_output=True, text=True, timeout=timeout)
         lines = [line for line in result.stdout.splitlines() if not line.startswith("SLF4J")]
         if result.returncode != 0:

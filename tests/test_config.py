@@ -24,8 +24,9 @@ def test_debians_shipped_activemq_xml(monkeypatch, tmp_path):
     assert o["broker-name"] == "localhost" and o["store"] == "kahadb"
     assert o["dir"] == str(tmp_path / "data" / "kahadb")
     assert o["data-dir"] == str(tmp_path / "data")
-    assert any("OpenWire is not implemented yet" in line and line.startswith("NOT mapped")
-               for line in o.config_report)
+    assert o["openwire"] == "tcp:61616:interface=127.0.0.1"
+    assert "mapped: transportConnector openwire -> --openwire=tcp:61616:interface=127.0.0.1" \
+        in o.config_report
 
 
 def test_activemqs_security_example_reports_what_it_cannot_read():

@@ -20,13 +20,6 @@ def test_help_lists_every_option():
         assert option in out
 
 
-@pytest.mark.parametrize("option", ["openwire"])
-def test_unimplemented_listener_is_refused_clearly(option):
-    result = twistd("pybrokerd", "--%s=tcp:5672" % option)
-    assert result.returncode != 0
-    assert "not implemented yet" in result.stdout + result.stderr
-
-
 def test_unknown_store_is_refused():
     result = twistd("pybrokerd", "--store=nosuch")
     assert result.returncode != 0

@@ -127,6 +127,31 @@ def test_amqp_over_tls(tmp_path, pki):
         broker.stop()
 
 
+def test_openwire_over_tls(tmp_path, pki, tmp_path_factory):
+    """ActiveMQ's Java client on `ssl://`, trusting our throwaway CA."""
+    import subprocess
+    from java_client import JavaClient
+    java = JavaClient(str(tmp_path_factory.mktemp("tls-java")))
+    trust = str(tmp_path / "trust.p12")
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", pki["ca"],
+                    "-keystore", trust, "-storepass", "changeit", "-storetype", "PKCS12"],
+                   check=True, capture_output=True)
+    listen = "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (pki["server"], pki["server"])
+    broker = BrokerProcess("--openwire=" + listen, directory=str(tmp_path)).start()
+    try:
+        jvm = ("-Djavax.net.ssl.trustStore=" + trust, "-Djavax.net.ssl.trustStorePassword=changeit")
+        queue = unique("ow-tls")
+        url = "ssl://127.0.0.1:%d" % broker.openwire_port
+        assert java.run("send", url, "x", queue, 2, "tls", jvm=jvm) == ["sent 2"]
+        lines = java.run("receive", url, "x", queue, 2, jvm=jvm)
+        assert [line.split()[1] for line in lines] == ["tls-0", "tls-1"]
+        # a client that does not trust the broker's certificate gets nowhere
+        untrusted = java.run_expecting_failure("send", url, "x", queue, 1, "no")
+        assert untrusted[-1].startswith("JMSException") and "sent 1" not in untrusted
+    finally:
+        broker.stop()
+
+
 def test_admin_over_https(tmp_path, pki):
     import json
     import ssl
