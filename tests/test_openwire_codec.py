@@ -154,3 +154,10 @@ def test_a_frame_larger_than_the_limit_is_refused_before_it_is_read():
         assert "1001" in str(e) and "1000" in str(e)
     else:
         raise AssertionError("not refused")
+
+
+def test_typed_properties_read_as_java_writes_them_in_stomp_headers():
+    from pybrokerd.broker.message import Float32, java_text
+    assert [java_text(v) for v in (True, False, 7, 2.5, 1e20, 123456789.0, Float32(0.1),
+                                   -2.5e-7, "text")] == \
+        ["true", "false", "7", "2.5", "1.0E20", "1.23456789E8", "0.1", "-2.5E-7", "text"]

@@ -61,6 +61,40 @@ JAVA_TYPES = {"int": Int32, "short": Int16, "byte": Int8, "float": Float32, "cha
 JAVA_TYPE_NAMES = {cls: name for name, cls in JAVA_TYPES.items()}
 
 
+def java_text(value) -> str:
+    """A typed value as Java's toString writes it (what ActiveMQ puts in a STOMP header):
+    true/false, 2.5, 1.0E20, a float32 in its shortest form."""
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        if isinstance(value, Float32):
+            import struct
+            packed = struct.pack(">f", value)
+            for digits in range(1, 10):
+                text = "%.*g" % (digits, value)
+                if struct.pack(">f", float(text)) == packed:
+                    value = float(text)
+                    break
+        if value == 0 or 1e-3 <= abs(value) < 1e7:
+            return repr(float(value))
+        import decimal
+        exact = decimal.Decimal(repr(float(value)))
+        exponent = exact.adjusted()
+        mantissa = str(exact.scaleb(-exponent).normalize())
+        if "." not in mantissa:
+            mantissa += ".0"
+        return "%sE%d" % (mantissa, int(exponent))
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 class Message:
     """A message as the broker keeps it.
 

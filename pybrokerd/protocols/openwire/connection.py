@@ -123,6 +123,8 @@ class OpenWireConnection:
         self.refusal = refusal
         self.broker_url = broker_url
         self.connection_id = id_generator.connection_id()
+        self.broker_id = id_generator.prefix  # the same for every connection to this broker
+        self.max_inactivity = MAX_INACTIVITY  # 0: the client turned the check off
         self.decoder = codec.Decoder(max_frame_size)
         self.writable = True
         self.closing = False
@@ -162,7 +164,7 @@ class OpenWireConnection:
             "CacheSize": codec.JavaInt(0), "MaxFrameSize": self.decoder.max_frame_size,
             "ProviderName": "pybrokerd"})))
         self._send(codec.BrokerInfo(
-            brokerId=codec.BrokerId(value=self.broker.name + "-" + self.connection_id),
+            brokerId=codec.BrokerId(value=self.broker_id),
             brokerURL=self.broker_url, brokerName=self.broker.name))
         self._timer = self.clock.callLater(INITIAL_DELAY, self._check_activity)
 
@@ -286,12 +288,16 @@ class OpenWireConnection:
         if self.closing:
             return
         now = self.clock.seconds()
-        if now - self._last_read > MAX_INACTIVITY:
-            self._fatal("nothing received for %d s (MaxInactivityDuration)" % MAX_INACTIVITY)
+        if self.max_inactivity and now - self._last_read > self.max_inactivity:
+            self._fatal("nothing received for %g s (MaxInactivityDuration)"
+                        % self.max_inactivity)
             return
-        if now - self._last_write >= KEEPALIVE_EVERY * 0.9:
+        # the client reads at least every max_inactivity: say something 3 times as often
+        every = min(KEEPALIVE_EVERY, self.max_inactivity / 3) if self.max_inactivity \
+            else KEEPALIVE_EVERY
+        if now - self._last_write >= every * 0.9:
             self._send(codec.KeepAliveInfo())
-        self._timer = self.clock.callLater(KEEPALIVE_EVERY, self._check_activity)
+        self._timer = self.clock.callLater(every, self._check_activity)
 
     # == negotiation and the connection ==========================================================
     def on_WireFormatInfo(self, info) -> None:
@@ -302,6 +308,12 @@ class OpenWireConnection:
             return
         # we asked for no tight encoding, no cache, no stack traces and a size prefix: the
         # client ANDs its wishes with ours, so that is what it speaks now, whatever it prefers
+        options = codec.decode_map(info.marshalledProperties) if info.marshalledProperties \
+            else {}
+        theirs = options.get("MaxInactivityDuration")
+        if isinstance(theirs, int) and not isinstance(theirs, bool):
+            # the smaller of both, as the client computes it; 0 (or less) turns it off
+            self.max_inactivity = 0 if theirs <= 0 else min(MAX_INACTIVITY, theirs / 1000.0)
         self.negotiated = True
         self.stack_traces = False  # we said false
         self.decoder.stack_traces = False
@@ -468,7 +480,7 @@ class OpenWireConnection:
         """ActiveMQ's temporary destination advisory: JMS clients learn from it which
         temporary destinations exist (and refuse to send to others)."""
         topic = ADVISORY_TEMP_QUEUE if dest.kind == TEMP_QUEUE else ADVISORY_TEMP_TOPIC
-        advisory = Message("ID:%s:0:0:%d" % (self.connection_id, next(self._ack_seq)), topic)
+        advisory = Message("%s:0:0:%d" % (self.connection_id, next(self._ack_seq)), topic)
         advisory.jms_kind = "message"
         advisory.data_structure = codec.DestinationInfo(
             connectionId=info.connectionId, destination=info.destination,
@@ -485,7 +497,7 @@ class OpenWireConnection:
             topic = ADVISORY_TEMP_QUEUE if dest.kind == TEMP_QUEUE else ADVISORY_TEMP_TOPIC
             if topic not in consumer.destinations:
                 continue
-            message = Message("ID:%s:0:0:%d" % (self.connection_id, next(self._ack_seq)), topic)
+            message = Message("%s:0:0:%d" % (self.connection_id, next(self._ack_seq)), topic)
             message.jms_kind = "message"
             message.data_structure = codec.DestinationInfo(
                 destination=mapping.destination_struct(dest), operationType=ADD)

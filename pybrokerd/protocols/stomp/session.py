@@ -27,7 +27,7 @@ from pybrokerd.security import SecurityError
 from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, DestinationError, split_stomp)
-from pybrokerd.broker.message import DEFAULT_PRIORITY, Message
+from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, java_text
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import (
@@ -610,7 +610,7 @@ class StompSession:
     def _message_parts(self, message: Message) -> tuple[bytes, bytes]:
         """(standard header lines, property lines + blank line + body + NUL) of a MESSAGE."""
         h = self._standard_headers(message)
-        rest = {k: v for k, v in message.properties.items()
+        rest = {k: v if type(v) is str else java_text(v) for k, v in message.properties.items()
                 if k not in _NOT_ECHOED and k not in h}
         body = message.body
         if message.is_bytes or b"\x00" in body:
@@ -649,7 +649,7 @@ class StompSession:
             h["ack"] = ack_id
         for k, v in message.properties.items():
             if k not in _NOT_ECHOED:
-                h.setdefault(k, v)
+                h.setdefault(k, v if type(v) is str else java_text(v))
         body = message.body
         if message.map_body is not None:
             body, h["transformation"] = render_map(message.map_body, consumer.transformation)
