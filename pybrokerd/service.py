@@ -184,7 +184,9 @@ class BrokerService(service.Service):
                 log.info("OpenWire listening on {address}", address=_address(port))
                 scheme = "ssl" if openwire.lower().startswith("ssl:") else "tcp"
                 self.openwire_factory.url = "%s://%s" % (scheme, _address(port))
-                self.broker.management.connectors["openwire"] = self.openwire_factory.url
+                # ActiveMQ's statistics name a TLS OpenWire connector "ssl"
+                key = "ssl" if scheme == "ssl" else "openwire"
+                self.broker.management.connectors[key] = self.openwire_factory.url
         self.ready.callback(self)
 
     async def _listen_optional(self, option, label, address, factory):

@@ -272,7 +272,9 @@ def test_broker_statistics_on_a_fresh_broker(tmp_path):
         assert keys_in_order(mapmessage.to_xml(stats)) == BROKER_KEYS
         assert stats["brokerName"] == "stats-broker"
         assert stats["stomp"] == "stomp://127.0.0.1:%d" % proc.port
-        assert stats["openwire"] == stats["ssl"] == stats["stomp+ssl"] == stats["vm"] == ""
+        # ActiveMQ names its OpenWire connector's URL (tcp://...) under "openwire"
+        assert stats["openwire"] == "tcp://127.0.0.1:%d" % proc.openwire_port
+        assert stats["ssl"] == stats["stomp+ssl"] == stats["vm"] == ""
         assert stats["dataDirectory"] == os.path.realpath(proc.store_dir)
         assert {k: stats[k] for k in ("size", "enqueueCount", "dequeueCount", "dispatchCount",
                                       "inflightCount", "consumerCount", "messagesCached")} == {

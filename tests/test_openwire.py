@@ -364,3 +364,23 @@ def test_an_unsupported_request_gets_an_exception_response_and_the_connection_st
     raw.send(frame(codec.KeepAliveInfo(responseRequired=True)))
     assert isinstance(raw.recv_type(codec.KeepAliveInfo), codec.KeepAliveInfo)
     raw.close()
+
+
+def test_jms_connections_show_in_the_admin_api_and_metrics(java, broker):
+    import json
+    import urllib.request
+    queue = unique("ow-admin")
+    consumer = java.start("receive", url(broker.openwire_port), "x", queue, 1, "ready")
+    try:
+        assert consumer.stdout.readline().strip() == "ready"
+        base = "http://127.0.0.1:%d" % broker.admin_port()
+        rows = json.load(urllib.request.urlopen(base + "/api/connections", timeout=10))
+        mine = [r for r in rows if r["protocol"] == "openwire" and any(
+            s["destinations"] == ["/queue/" + queue] for s in r["subscriptions"])]
+        assert len(mine) == 1 and mine[0]["client_id"].startswith("ID:")
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        assert any(line.startswith('pybrokerd_connections{protocol="openwire"}')
+                   for line in metrics.splitlines())
+    finally:
+        consumer.kill()
+        consumer.wait()

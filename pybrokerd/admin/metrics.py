@@ -64,7 +64,7 @@ class BrokerCollector:
 
     @staticmethod
     def _connections(broker):
-        by_protocol = {"stomp": 0, "amqp": 0}
+        by_protocol = {"stomp": 0, "amqp": 0, "openwire": 0}
         for session in list(broker.connections):
             by_protocol[session.protocol] = by_protocol.get(session.protocol, 0) + 1
         family = GaugeMetricFamily("pybrokerd_connections", "open client connections",
