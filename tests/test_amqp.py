@@ -256,6 +256,7 @@ def test_a_link_to_a_destination_the_user_may_not_use_is_refused(secured):
         with pytest.raises(LinkDetached) as e:
             c.create_sender("queue://locked.vault")
         assert "User alice is not authorized to write to: queue://locked.vault" in str(e.value)
+        assert "amqp:unauthorized-access" in str(e.value)
         with pytest.raises(LinkDetached):
             c.create_receiver("queue://locked.vault")
         # the connection stays usable for what is allowed

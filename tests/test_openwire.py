@@ -254,6 +254,21 @@ def test_jms_login_is_checked(java, tmp_path):
         proc.stop()
 
 
+def test_jms_authorization_refuses_and_the_connection_stays_usable(java, tmp_path):
+    proc = broker_with_users(
+        str(tmp_path), {"alice": ("secret", ["users"]), "root": ("toor", ["admins"])},
+        "[authorization]\nqueue:open.> = read: users; write: users; admin: users\n"
+        "queue:locked.> = read: admins; write: admins; admin: admins\n")
+    try:
+        lines = java.run("denied", url(proc.openwire_port), "x", "alice", "secret",
+                         "locked.q", "open.q")
+        assert lines == ["send to locked.q: JMSSecurityException",
+                         "consume from locked.q: JMSSecurityException", "then fine"]
+        assert "User alice is not authorized to write to: queue://locked.q" in proc.log()
+    finally:
+        proc.stop()
+
+
 def frame(obj) -> bytes:
     return codec.encode(obj)
 

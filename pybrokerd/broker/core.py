@@ -43,6 +43,10 @@ class BrokerError(Exception):
     """A request the broker refuses; str(e) is the message the client sees."""
 
 
+class NotAuthorized(BrokerError):
+    """Authorization refused it (protocols that have a word for that use it)."""
+
+
 class Transaction:
     """Sends and acks of one client transaction, applied together at commit."""
 
@@ -169,7 +173,7 @@ class Broker:
                 for op in checks:
                     security.check(principal, op, kind, dest.name, dest.is_temporary)
             except SecurityError as e:
-                raise BrokerError(str(e)) from None
+                raise NotAuthorized(str(e)) from None
 
     # -- destinations --------------------------------------------------------------------
     def queue(self, destination: Destination) -> MessageQueue:

@@ -38,6 +38,7 @@ public class OwClient {
                 case "drain": drain(rest); break;
                 case "badlogin": badLogin(rest); break;
                 case "browse": browse(); break;
+                case "denied": denied(rest); break;
                 default: throw new IllegalArgumentException("no scenario " + argv[0]);
             }
         } catch (JMSException e) {
@@ -535,6 +536,30 @@ public class OwClient {
             System.out.flush();
         }
         out("distinct " + seen.size());
+        c.close();
+    }
+
+    // a user sends where it may not, then where it may, on the same connection
+    static void denied(String[] args) throws JMSException {
+        Connection c = new ActiveMQConnectionFactory(url).createConnection(args[0], args[1]);
+        c.start();
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageProducer p = s.createProducer(null);
+        try {
+            p.send(s.createQueue(args[2]), s.createTextMessage("forbidden"));
+            out("send to " + args[2] + ": allowed");
+        } catch (JMSSecurityException e) {
+            out("send to " + args[2] + ": JMSSecurityException");
+        }
+        try {
+            s.createConsumer(s.createQueue(args[2]));
+            out("consume from " + args[2] + ": allowed");
+        } catch (JMSSecurityException e) {
+            out("consume from " + args[2] + ": JMSSecurityException");
+        }
+        p.send(s.createQueue(args[3]), s.createTextMessage("fine"));
+        MessageConsumer consumer = s.createConsumer(s.createQueue(args[3]));
+        out("then " + ((TextMessage) expect(consumer)).getText());
         c.close();
     }
 

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pybrokerd.broker.core import BrokerError, Transaction
+from pybrokerd.broker.core import BrokerError, NotAuthorized, Transaction
 from pybrokerd.broker.destination import TEMP_QUEUE, DestinationError
 from pybrokerd.broker.interfaces import IConsumerSession
 from pybrokerd.broker.queue import AUTO, CLIENT_INDIVIDUAL, Consumer
@@ -62,7 +62,7 @@ class AmqpConsumer(Consumer):
 
 
 def _condition_for(error) -> Condition:
-    if isinstance(error, SecurityError):
+    if isinstance(error, (SecurityError, NotAuthorized)):
         return Condition("amqp:unauthorized-access", str(error))
     if isinstance(error, ResourceLimitError):
         return Condition("amqp:resource-limit-exceeded", str(error))

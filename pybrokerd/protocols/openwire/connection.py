@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pybrokerd.broker.core import BrokerError, Transaction
+from pybrokerd.broker.core import BrokerError, NotAuthorized, Transaction
 from pybrokerd.broker.destination import TEMP_QUEUE, TEMP_TOPIC, TOPIC, Destination, \
     DestinationError
 from pybrokerd.broker.interfaces import IConsumerSession
@@ -48,6 +48,7 @@ KEEPALIVE_EVERY = 10.0       # an idle connection gets a KeepAliveInfo this ofte
 AUTH_FAILURE_DELAY = 0.5     # as STOMP and AMQP: slows down password guessing
 ADVISORY_TEMP_QUEUE = Destination(TOPIC, "ActiveMQ.Advisory.TempQueue")
 ADVISORY_TEMP_TOPIC = Destination(TOPIC, "ActiveMQ.Advisory.TempTopic")
+ADVISORY_TOPICS = (ADVISORY_TEMP_QUEUE, ADVISORY_TEMP_TOPIC)
 
 DELIVERED, POISON, STANDARD, REDELIVERED, INDIVIDUAL, UNMATCHED, EXPIRED = range(7)
 BEGIN, PREPARE, COMMIT_ONE_PHASE, COMMIT_TWO_PHASE, ROLLBACK, RECOVER, FORGET, END = range(8)
@@ -75,7 +76,7 @@ class ClientError(Exception):
 def _java_class(error) -> str:
     if isinstance(error, ClientError):
         return error.java_class
-    if isinstance(error, SecurityError):
+    if isinstance(error, (SecurityError, NotAuthorized)):
         return SECURITY
     if isinstance(error, ResourceLimitError):
         return RESOURCE
@@ -522,7 +523,12 @@ class OpenWireConnection:
             self._respond(info)  # a failover replay of one we have
             return
         dests = mapping.destinations(info.destination)
-        self.broker.authorize(self.principal, "read", dests)
+        # the temporary destination advisories carry only the names of temporary
+        # destinations, and every JMS client reads them at start-up: ActiveMQ makes each
+        # application grant "read" on ActiveMQ.Advisory.> or fail; here any logged-in client
+        # may read those two
+        self.broker.authorize(self.principal, "read",
+                              [d for d in dests if d not in ADVISORY_TOPICS])
         selector_text = (info.selector or "").strip()
         try:
             selector = compile_selector(selector_text) if selector_text else None
