@@ -176,7 +176,8 @@ class BrokerService(service.Service):
                 self.broker, ids, clock=self.reactor,
                 max_connections=opts.get("max-connections", 1000),
                 max_per_address=opts.get("max-connections-per-address", 0),
-                max_frame_size=body_limit + 65536 if body_limit else 100 * 1024 * 1024)
+                max_frame_size=body_limit + 65536 if body_limit else 100 * 1024 * 1024,
+                max_subscriptions=opts.get("max-subscriptions", 0) or 0)
             port = await self._listen_optional("openwire", "OpenWire", openwire,
                                                self.openwire_factory)
             if port is not None:

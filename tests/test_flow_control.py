@@ -264,6 +264,26 @@ def test_an_amqp_producer_is_held_by_credit_then_rejected_naming_the_limit(broke
     consumer.close()
 
 
+def test_a_jms_producer_is_held_then_refused_naming_the_limit(broker, tmp_path_factory):
+    """ActiveMQ's Java client over OpenWire: its synchronous persistent sends wait under the
+    full store limit, then the send throws ResourceAllocationException naming the limit."""
+    from java_client import JavaClient
+    java = JavaClient(str(tmp_path_factory.mktemp("flow-java")))
+    queue = unique("ow-flow")
+    started = time.monotonic()
+    lines = java.run("fill", "tcp://127.0.0.1:%d" % broker.openwire_port, "x", queue)
+    assert time.monotonic() - started >= 1.5  # the refused send waited --send-fail-timeout
+    sent = int(lines[0].split()[2].rstrip(":"))
+    assert sent >= 10 and lines[0].endswith(": ResourceAllocationException")
+    assert "--store-limit" in lines[1] and "--send-fail-timeout" in lines[1]
+    assert lines[2] == "connection usable: true"
+    consumer = RawStomp(broker.port)
+    consumer.connect()
+    got = drain(consumer, "/queue/" + queue, sent)
+    assert [int(m.headers["seq"]) for m in got] == list(range(sent))
+    consumer.close()
+
+
 def test_a_waiter_released_into_a_full_limit_can_wait_again():
     from twisted.internet.task import Clock
 

@@ -39,6 +39,7 @@ public class OwClient {
                 case "badlogin": badLogin(rest); break;
                 case "browse": browse(); break;
                 case "denied": denied(rest); break;
+                case "fill": fill(rest); break;
                 default: throw new IllegalArgumentException("no scenario " + argv[0]);
             }
         } catch (JMSException e) {
@@ -560,6 +561,31 @@ public class OwClient {
         p.send(s.createQueue(args[3]), s.createTextMessage("fine"));
         MessageConsumer consumer = s.createConsumer(s.createQueue(args[3]));
         out("then " + ((TextMessage) expect(consumer)).getText());
+        c.close();
+    }
+
+    // persistent 1 KiB sends until the broker refuses one: how many got in, and the refusal
+    static void fill(String[] args) throws JMSException {
+        Connection c = connect(null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageProducer p = s.createProducer(s.createQueue(args[0]));
+        p.setDeliveryMode(DeliveryMode.PERSISTENT);
+        char[] body = new char[1024];
+        Arrays.fill(body, 'x');
+        int sent = 0;
+        try {
+            for (; sent < 10000; sent++) {
+                TextMessage m = s.createTextMessage(new String(body));
+                m.setIntProperty("seq", sent);
+                p.send(m);
+            }
+            out("never refused");
+        } catch (JMSException e) {
+            out("refused after " + sent + ": " + e.getClass().getSimpleName());
+            out("reason: " + e.getMessage());
+        }
+        TemporaryQueue still = s.createTemporaryQueue();
+        out("connection usable: " + (still != null));
         c.close();
     }
 

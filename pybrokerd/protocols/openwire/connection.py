@@ -116,13 +116,15 @@ class OpenWireConnection:
     protocol = "openwire"
 
     def __init__(self, broker, link, *, clock, id_generator, peer="unknown", refusal=None,
-                 max_frame_size=100 * 1024 * 1024, broker_url="tcp://127.0.0.1:61616"):
+                 max_frame_size=100 * 1024 * 1024, broker_url="tcp://127.0.0.1:61616",
+                 max_subscriptions=0):
         self.broker = broker
         self.link = link
         self.clock = clock
         self.peer = peer
         self.refusal = refusal
         self.broker_url = broker_url
+        self.max_subscriptions = max_subscriptions
         self.connection_id = id_generator.connection_id()
         self.broker_id = id_generator.prefix  # the same for every connection to this broker
         self.max_inactivity = MAX_INACTIVITY  # 0: the client turned the check off
@@ -522,6 +524,12 @@ class OpenWireConnection:
         if key in self.consumers:
             self._respond(info)  # a failover replay of one we have
             return
+        limit = self.max_subscriptions
+        if limit and sum(1 for c in self.consumers.values() if c is not None and not any(
+                d in ADVISORY_TOPICS for d in c.destinations)) >= limit:
+            raise ClientError("Maximum consumers per connection (%d) reached: close some "
+                              "first, or raise --max-subscriptions (the JMS client's own "
+                              "advisory consumer does not count)" % limit, RESOURCE)
         dests = mapping.destinations(info.destination)
         # the temporary destination advisories carry only the names of temporary
         # destinations, and every JMS client reads them at start-up: ActiveMQ makes each

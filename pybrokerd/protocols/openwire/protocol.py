@@ -34,7 +34,7 @@ class OpenWireProtocol(protocol.Protocol):
             factory.broker, self, clock=factory.clock, id_generator=factory.ids,
             peer="tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?")),
             refusal=refusal, max_frame_size=factory.max_frame_size,
-            broker_url=factory.url)
+            broker_url=factory.url, max_subscriptions=factory.max_subscriptions)
         self.transport.registerProducer(self, True)
         factory.connections.add(self.connection)
         self.connection.start()
@@ -85,7 +85,7 @@ class OpenWireFactory(protocol.Factory):
     noisy = False
 
     def __init__(self, broker, ids, clock=None, max_connections=0, max_per_address=0,
-                 max_frame_size=100 * 1024 * 1024):
+                 max_frame_size=100 * 1024 * 1024, max_subscriptions=0):
         if clock is None:
             from twisted.internet import reactor as clock
         self.broker = broker
@@ -94,4 +94,5 @@ class OpenWireFactory(protocol.Factory):
         self.connections = set()
         self.limits = ConnectionLimits(max_connections, max_per_address)
         self.max_frame_size = max_frame_size
+        self.max_subscriptions = max_subscriptions
         self.url = "tcp://127.0.0.1:61616"
