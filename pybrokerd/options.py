@@ -49,6 +49,9 @@ class Options(usage.Options):
                                     "ssl:61614:privateKey=key.pem:certKey=cert.pem, or none"],
         ["stomp-ssl-client-ca", None, None, "require TLS clients to present a certificate "
                                             "signed by a CA in this PEM file"],
+        ["ssl-client-ca", None, None, "require TLS clients of every ssl: messaging listener "
+                                      "(STOMP, AMQP, OpenWire) to present a certificate "
+                                      "signed by a CA in this PEM file"],
         ["amqp", None, "tcp:5672:interface=127.0.0.1", "AMQP 1.0 listen address (ssl:... for "
                                                        "TLS), or none"],
         ["openwire", None, "tcp:61616:interface=127.0.0.1", "OpenWire listen address for "

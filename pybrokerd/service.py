@@ -147,8 +147,9 @@ class BrokerService(service.Service):
                 self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor,
                                                   config=config)
             endpoint = endpoints.serverFromString(self.reactor, address)
-            if opts.get("stomp-ssl-client-ca") and address.lower().startswith("ssl:"):
-                _require_client_certificates(endpoint, opts["stomp-ssl-client-ca"])
+            client_ca = opts.get("stomp-ssl-client-ca") or opts.get("ssl-client-ca")
+            if client_ca and address.lower().startswith("ssl:"):
+                _require_client_certificates(endpoint, client_ca)
             port = await endpoint.listen(self.stomp_factory)
             self.ports.append(port)
             log.info("{label} listening on {address}", label=label, address=_address(port))
@@ -193,10 +194,15 @@ class BrokerService(service.Service):
     async def _listen_optional(self, option, label, address, factory):
         """Listen; a listener left at its default whose port is taken (a second broker on
         the same host, started for its STOMP port) is skipped with a warning instead of
-        stopping the broker.  One asked for explicitly must open, as STOMP must."""
+        stopping the broker.  One asked for explicitly must open, as STOMP must.  An ssl:
+        listener demands client certificates under --ssl-client-ca."""
         from twisted.internet.error import CannotListenError
+        endpoint = endpoints.serverFromString(self.reactor, address)
+        client_ca = self.options.get("ssl-client-ca")
+        if client_ca and address.lower().startswith("ssl:") and option != "admin":
+            _require_client_certificates(endpoint, client_ca)
         try:
-            return await endpoints.serverFromString(self.reactor, address).listen(factory)
+            return await endpoint.listen(factory)
         except CannotListenError as e:
             default = _default_of(option)
             if address != default:
@@ -344,7 +350,8 @@ def _require_client_certificates(endpoint, ca_file):
     for chunk in pem.split(marker)[:-1]:
         cas.append(crypto.load_certificate(crypto.FILETYPE_PEM, chunk + marker))
     if not cas:
-        raise ValueError("--stomp-ssl-client-ca: no certificate in %s" % ca_file)
+        raise ValueError("no CA certificate in %s (--ssl-client-ca, --stomp-ssl-client-ca)"
+                         % ca_file)
     original = endpoint._sslContextFactory  # the CertificateOptions made from the string
     endpoint._sslContextFactory = ssl.CertificateOptions(
         privateKey=original.privateKey, certificate=original.certificate,

@@ -55,8 +55,9 @@ class JavaClient:
                                  % (scenario, result.returncode, result.stdout, result.stderr))
         return lines
 
-    def run_expecting_failure(self, scenario, url, prefix, *args, timeout=90) -> list[str]:
-        result = subprocess.run(self.command(scenario, url, prefix, *args),
+    def run_expecting_failure(self, scenario, url, prefix, *args, timeout=90,
+                              jvm=()) -> list[str]:
+        result = subprocess.run(self.command(scenario, url, prefix, *args, jvm=jvm),
                                 capture_output=True, text=True, timeout=timeout)
         if result.returncode == 0:
             raise AssertionError("java OwClient %s succeeded:\n%s" % (scenario, result.stdout))

@@ -152,6 +152,41 @@ def test_openwire_over_tls(tmp_path, pki, tmp_path_factory):
         broker.stop()
 
 
+def test_openwire_client_certificates_with_ssl_client_ca(tmp_path, pki, tmp_path_factory):
+    """--ssl-client-ca: the Java client needs a key store with a certificate of that CA."""
+    import subprocess
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from java_client import JavaClient
+    java = JavaClient(str(tmp_path_factory.mktemp("tls-java-cert")))
+    trust = str(tmp_path / "trust.p12")
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", pki["ca"],
+                    "-keystore", trust, "-storepass", "changeit", "-storetype", "PKCS12"],
+                   check=True, capture_output=True)
+    with open(pki["client_cert"], "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(pki["client_key"], "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    keystore = tmp_path / "client.p12"
+    keystore.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"app-1", key, cert, None, serialization.BestAvailableEncryption(b"changeit")))
+    listen = "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (pki["server"], pki["server"])
+    broker = BrokerProcess("--openwire=" + listen, "--ssl-client-ca=" + pki["ca"],
+                           directory=str(tmp_path)).start()
+    try:
+        trust_only = ("-Djavax.net.ssl.trustStore=" + trust,
+                      "-Djavax.net.ssl.trustStorePassword=changeit")
+        with_cert = trust_only + ("-Djavax.net.ssl.keyStore=%s" % keystore,
+                                  "-Djavax.net.ssl.keyStorePassword=changeit",
+                                  "-Djavax.net.ssl.keyStoreType=PKCS12")
+        url = "ssl://127.0.0.1:%d" % broker.openwire_port
+        queue = unique("ow-cert")
+        refused = java.run_expecting_failure("send", url, "x", queue, 1, "no", jvm=trust_only)
+        assert refused[-1].startswith("JMSException")
+        assert java.run("send", url, "x", queue, 1, "yes", jvm=with_cert) == ["sent 1"]
+    finally:
+        broker.stop()
+
+
 def test_admin_over_https(tmp_path, pki):
     import json
     import ssl
