@@ -172,6 +172,20 @@ def test_fail_at_once_with_a_zero_timeout(tmp_path):
         proc.stop()
 
 
+def test_a_jms_send_fails_at_once_with_a_zero_timeout(tmp_path, tmp_path_factory):
+    from java_client import JavaClient
+    java = JavaClient(str(tmp_path_factory.mktemp("flow-java-0")))
+    proc = BrokerProcess("--store-limit=16kb", "--send-fail-timeout=0",
+                         directory=str(tmp_path)).start()
+    try:
+        lines = java.run("fill", "tcp://127.0.0.1:%d" % proc.openwire_port, "x",
+                         unique("ow-zero"))
+        assert lines[0].endswith(": ResourceAllocationException") and \
+            lines[2] == "connection usable: true"
+    finally:
+        proc.stop()
+
+
 # -- the memory count, in process: every way a message enters or leaves memory ---------------
 
 def _held(broker):

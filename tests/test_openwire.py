@@ -281,6 +281,7 @@ class RawOpenWire:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.decoder = codec.Decoder()
         self.pending = []
+        self.stash = []
 
     def send(self, data: bytes):
         self.sock.sendall(data)
@@ -296,10 +297,15 @@ class RawOpenWire:
         return self.pending.pop(0)
 
     def recv_type(self, cls, timeout=5.0):
+        """The next command of that class; others that come first are kept for later."""
+        for i, command in enumerate(self.stash):
+            if isinstance(command, cls):
+                return self.stash.pop(i)
         while True:
             command = self.recv(timeout)
             if command is None or isinstance(command, cls):
                 return command
+            self.stash.append(command)
 
     def closed(self, timeout=5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -427,3 +433,120 @@ def test_consumers_per_connection_are_limited(tmp_path):
         raw.close()
     finally:
         proc.stop()
+
+
+# -- protocol details with a raw client ------------------------------------------------------------
+class RawJms(RawOpenWire):
+    """Just enough of a JMS client to drive the broker command by command."""
+
+    def __init__(self, port, name):
+        super().__init__(port)
+        self.conn = "ID:%s:1" % name
+        self.ids = iter(range(1, 1 << 30))
+        self.send(frame(HELLO))
+        self.request(codec.ConnectionInfo(connectionId=codec.ConnectionId(value=self.conn),
+                                          clientId=unique(name)))
+        self.send(frame(codec.SessionInfo(commandId=next(self.ids), sessionId=codec.SessionId(
+            connectionId=self.conn, value=1))))
+
+    def request(self, command):
+        command.commandId = next(self.ids)
+        command.responseRequired = True
+        self.send(frame(command))
+        answer = self.recv_type((codec.Response, codec.ExceptionResponse))
+        assert answer.correlationId == command.commandId
+        return answer
+
+    def consumer(self, n, queue, prefetch):
+        cid = codec.ConsumerId(connectionId=self.conn, sessionId=1, value=n)
+        answer = self.request(codec.ConsumerInfo(
+            consumerId=cid, prefetchSize=prefetch, destination=codec.ActiveMQQueue(
+                physicalName=queue)))
+        assert isinstance(answer, codec.Response), answer
+        return cid
+
+    def produce(self, queue, bodies):
+        pid = codec.ProducerId(connectionId=self.conn, sessionId=1, value=1)
+        for i, body in enumerate(bodies, 1):
+            self.request(codec.ActiveMQTextMessage(
+                producerId=pid, destination=codec.ActiveMQQueue(physicalName=queue),
+                messageId=codec.MessageId(producerId=pid, producerSequenceId=i),
+                persistent=True, content=codec.encode_text(body), priority=4))
+
+    def dispatches(self, n, timeout=5.0):
+        return [self.recv_type(codec.MessageDispatch, timeout) for _ in range(n)]
+
+    def nothing_more(self, timeout=0.5) -> bool:
+        try:
+            got = self.recv_type(codec.MessageDispatch, timeout)
+        except socket.timeout:
+            return True
+        return got is None
+
+    def ack(self, cid, kind, first, last, count, tx=None):
+        self.send(frame(codec.MessageAck(
+            commandId=next(self.ids), consumerId=cid, ackType=kind, firstMessageId=first,
+            lastMessageId=last, messageCount=count, transactionId=tx,
+            destination=None)))
+
+
+def test_a_transacted_consumer_gets_no_more_than_its_prefetch(broker):
+    """Prefetch 2: at most 2 undelivered-to-the-application messages, plus those the client
+    reported delivered (ActiveMQ's prefetch extension); round after round, never more."""
+    queue = unique("ow-txwindow")
+    c = RawJms(broker.openwire_port, "txw")
+    c.produce(queue, ["m%d" % i for i in range(12)])
+    cid = c.consumer(1, queue, prefetch=2)
+    conn = codec.ConnectionId(value=c.conn)
+    received = []
+    pending = c.dispatches(2)
+    for rnd in range(1, 7):
+        assert c.nothing_more(0.3)
+        tx = codec.LocalTransactionId(value=rnd, connectionId=conn)
+        c.send(frame(codec.TransactionInfo(commandId=next(c.ids), transactionId=tx, type=0,
+                                           connectionId=conn)))
+        first, last = pending[0].message.messageId, pending[-1].message.messageId
+        c.ack(cid, 0, first, last, len(pending), tx)  # delivered: the window opens by 2
+        more = c.dispatches(2) if rnd < 6 else []
+        assert c.nothing_more(0.3), "more than prefetch + delivered in round %d" % rnd
+        c.ack(cid, 2, first, last, len(pending), tx)  # consumed, in the transaction
+        assert isinstance(c.request(codec.TransactionInfo(transactionId=tx, type=2,
+                                                          connectionId=conn)), codec.Response)
+        received += pending
+        pending = more
+    assert [codec.decode_text(d.message.content) for d in received] == \
+        ["m%d" % i for i in range(12)]
+    c.close()
+
+
+def test_a_closed_consumer_that_delivered_nothing_returns_its_messages_unmarked(broker):
+    queue = unique("ow-unmarked")
+    c = RawJms(broker.openwire_port, "unm")
+    c.produce(queue, ["a", "b", "c"])
+    cid = c.consumer(1, queue, prefetch=10)
+    assert len(c.dispatches(3)) == 3
+    c.send(frame(codec.RemoveInfo(commandId=next(c.ids), objectId=cid,
+                                  lastDeliveredSequenceId=-1)))  # none reached the application
+    c.consumer(2, queue, prefetch=10)
+    again = c.dispatches(3)
+    assert [d.redeliveryCounter for d in again] == [0, 0, 0]
+    assert [codec.decode_text(d.message.content) for d in again] == ["a", "b", "c"]
+    c.close()
+
+
+def test_only_its_connection_deletes_a_temporary_queue(broker):
+    owner = RawJms(broker.openwire_port, "owner")
+    other = RawJms(broker.openwire_port, "other")
+    temp = codec.ActiveMQTempQueue(physicalName=owner.conn + ":1")
+    assert isinstance(owner.request(codec.DestinationInfo(
+        connectionId=codec.ConnectionId(value=owner.conn), destination=temp,
+        operationType=0)), codec.Response)
+    refused = other.request(codec.DestinationInfo(
+        connectionId=codec.ConnectionId(value=other.conn), destination=temp, operationType=1))
+    assert isinstance(refused, codec.ExceptionResponse)
+    assert refused.exception.class_name == "java.lang.SecurityException"
+    assert isinstance(owner.request(codec.DestinationInfo(
+        connectionId=codec.ConnectionId(value=owner.conn), destination=temp,
+        operationType=1)), codec.Response)
+    owner.close()
+    other.close()

@@ -161,3 +161,35 @@ def test_typed_properties_read_as_java_writes_them_in_stomp_headers():
     assert [java_text(v) for v in (True, False, 7, 2.5, 1e20, 123456789.0, Float32(0.1),
                                    -2.5e-7, "text")] == \
         ["true", "false", "7", "2.5", "1.0E20", "1.23456789E8", "0.1", "-2.5E-7", "text"]
+
+
+def test_a_compressed_body_may_not_inflate_without_bound():
+    import zlib
+    from pybrokerd.broker.destination import Destination
+    from pybrokerd.protocols.openwire import mapping
+    bomb = zlib.compress(b"\0" * (4 << 20))
+    small = zlib.compress(b"\0" * 1000)
+    assert mapping._inflate(small, False, limit=1 << 20) == b"\0" * 1000
+    try:
+        mapping._inflate(bomb, False, limit=1 << 20)
+    except OpenWireError as e:
+        assert "more than" in str(e)
+    else:
+        raise AssertionError("inflated past the limit")
+    message = codec.ActiveMQBytesMessage(
+        compressed=True, content=struct.pack(">i", 1000) + small,
+        messageId=codec.MessageId(textView="m1"))
+    assert mapping.to_broker(message, Destination("queue", "q")).body == b"\0" * 1000
+
+
+def test_composite_names_are_bounded_and_without_repeats():
+    from pybrokerd.broker.destination import DestinationError
+    from pybrokerd.protocols.openwire import mapping
+    found = mapping.destinations(codec.ActiveMQQueue(physicalName="a,b,a,topic://t"))
+    assert [(d.kind, d.name) for d in found] == [("queue", "a"), ("queue", "b"), ("topic", "t")]
+    try:
+        mapping.destinations(codec.ActiveMQQueue(physicalName=",".join(["q"] * 5000)))
+    except DestinationError as e:
+        assert "at most" in str(e)
+    else:
+        raise AssertionError("not refused")

@@ -740,12 +740,16 @@ class Broker:
             raise
         ops: list = []
         scheduled = []
-        for message in tx.sends:
-            d = self._to_scheduler(message)
-            if d is not None:
-                scheduled.append(d)  # scheduled only now, at COMMIT, as ActiveMQ
-            else:
-                self._route(message, ops)
+        try:
+            for message in tx.sends:
+                d = self._to_scheduler(message)
+                if d is not None:
+                    scheduled.append(d)  # scheduled only now, at COMMIT, as ActiveMQ
+                else:
+                    self._route(message, ops)  # e.g. a deleted temporary destination
+        except BrokerError:
+            self.rollback(tx)  # nothing was enqueued yet; its acks are released
+            raise
         sources = set()
         for consumer, ack_id, kind in tx.acks:
             delivery = consumer.in_flight.get(ack_id)

@@ -375,10 +375,14 @@ def decode_frame(frame, stack_traces=False):
 
 # -- writing --------------------------------------------------------------------------------
 def encode(obj, stack_traces=False) -> bytes:
-    """A command -> one size-prefixed loose-encoded frame."""
+    """A command -> one size-prefixed loose-encoded frame; OpenWireError for a value that
+    does not fit its field."""
     out = bytearray(b"\0\0\0\0")
     out.append(obj.TYPE)
-    _write_fields(out, obj, stack_traces)
+    try:
+        _write_fields(out, obj, stack_traces)
+    except (struct.error, OverflowError, TypeError, ValueError) as e:
+        raise OpenWireError("a value does not fit its OpenWire field: %s" % e) from None
     _I.pack_into(out, 0, len(out) - 4)
     return bytes(out)
 
@@ -519,7 +523,10 @@ def _read_value(reader, depth):
 
 def encode_map(values: dict) -> bytes:
     out = bytearray()
-    _write_map(out, values)
+    try:
+        _write_map(out, values)
+    except (struct.error, OverflowError, TypeError, ValueError) as e:
+        raise OpenWireError("a map value does not fit OpenWire: %s" % e) from None
     return bytes(out)
 
 

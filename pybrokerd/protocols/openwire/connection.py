@@ -199,7 +199,7 @@ class OpenWireConnection:
         if handler is None:
             self._unsupported(command)
             return
-        self._held = []
+        outer, self._held = self._held, []
         try:
             handler(command)
         except (ClientError, BrokerError, SecurityError, DestinationError, SelectorError,
@@ -212,7 +212,7 @@ class OpenWireConnection:
                         connection=self.connection_id, command=type(command).__name__)
             self._refuse(command, ClientError("Internal error in the broker (see its log)"))
         finally:
-            held, self._held = self._held, None
+            held, self._held = self._held, outer
             for data in held:
                 self._write(data)
 
@@ -291,6 +291,8 @@ class OpenWireConnection:
         if self.closing:
             return
         now = self.clock.seconds()
+        if self.blocked is not None or self.authenticating:
+            self._last_read = now  # we stopped reading it: its silence is ours
         if self.max_inactivity and now - self._last_read > self.max_inactivity:
             self._fatal("nothing received for %g s (MaxInactivityDuration)"
                         % self.max_inactivity)
@@ -335,6 +337,7 @@ class OpenWireConnection:
         security = self.broker.security
         if security.users and (info.userName is not None or not security.anonymous):
             self.authenticating = True
+            self.link.pause_reading()  # nothing more is read until the login is checked
             d = self.broker.authenticate(info.userName or "", info.password or "")
             d.addCallbacks(self._authenticated, self._login_refused,
                            callbackArgs=(info,), errbackArgs=(info,))
@@ -345,15 +348,25 @@ class OpenWireConnection:
         self.authenticating = False
         if self.closing:
             return
-        self._held = []
+        self.link.resume_reading()
+        outer, self._held = self._held, []
         try:
             self._accept(info, principal)
         except ClientError as e:
             self._refuse(info, e)
+        except Exception:
+            log.failure("OpenWire {connection}: accepting the connection",
+                        connection=self.connection_id)
+            self._refuse(info, ClientError("Internal error in the broker (see its log)"))
+            self._close()
+            return
         finally:
-            held, self._held = self._held, None
+            held, self._held = self._held, outer
             for data in held:
                 self._write(data)
+        self._run_backlog()
+
+    def _run_backlog(self) -> None:
         backlog, self.backlog = self.backlog, []
         for command in backlog:
             if self.closing:
@@ -364,6 +377,7 @@ class OpenWireConnection:
             self._handle(command)
 
     def _login_refused(self, failure, info) -> None:
+        self.authenticating = False
         if failure.check(SecurityError) is None:
             log.failure("authenticating OpenWire {connection}", failure,
                         connection=self.connection_id)
@@ -383,7 +397,8 @@ class OpenWireConnection:
         if client_id is not None:
             other = self.broker.client_ids.get(client_id)
             if isinstance(other, OpenWireConnection) and other.info is not None and \
-                    other.info.connectionId == info.connectionId:
+                    other.info.connectionId == info.connectionId and \
+                    getattr(other.principal, "user", None) == getattr(principal, "user", None):
                 # the same client come back (failover to this broker again): the old socket
                 # is dead even if we have not noticed yet
                 other.link.abort()
@@ -461,6 +476,10 @@ class OpenWireConnection:
                     self.broker.queue(dest)
         elif info.operationType == REMOVE:
             if dest.is_temporary:
+                owner = self.broker.temp_owners.get(dest)
+                if owner is not None and owner is not self:
+                    raise ClientError("Cannot delete a temporary destination of another "
+                                      "connection: %s" % dest.name, SECURITY)
                 queue = self.broker.queues.get(dest)
                 if queue is not None and queue.consumers:
                     raise ClientError("Destination still has an active subscription: %s"
@@ -589,8 +608,11 @@ class OpenWireConnection:
             for message in messages:
                 self._send(self._dispatch_command(info.consumerId, info.destination, message))
             self._send(codec.MessageDispatch(consumerId=info.consumerId))
-        self.broker.browse(dests, selector).addCallbacks(
-            show, lambda f: log.failure("OpenWire browse", f))
+        def failed(failure):
+            self._log_failure(failure, "browsing")
+            if key in self.consumers and not self.closing:
+                self._send(codec.MessageDispatch(consumerId=info.consumerId))  # the end
+        self.broker.browse(dests, selector).addCallbacks(show, failed)
 
     def on_RemoveInfo(self, info) -> None:
         obj = info.objectId
@@ -600,18 +622,22 @@ class OpenWireConnection:
             key = mapping.producer_text(obj)
             self.producers.pop(key, None)
             self.window_producers.pop(key, None)
-            self.broker.forget_producers([key])
+            self.broker.forget_producers([key]).addErrback(self._log_failure, "a producer")
         elif isinstance(obj, codec.SessionId):
             session = (obj.connectionId, obj.value)
             self.sessions.discard(session)
             for key, consumer in list(self.consumers.items()):
                 if consumer is not None and consumer.session_key == session:
                     self._remove_consumer(key, info.lastDeliveredSequenceId)
+            gone = []
             for key, producer in list(self.producers.items()):
                 pid = producer.producerId
                 if (pid.connectionId, pid.sessionId) == session:
                     self.producers.pop(key, None)
                     self.window_producers.pop(key, None)
+                    gone.append(key)
+            if gone:
+                self.broker.forget_producers(gone).addErrback(self._log_failure, "producers")
         elif isinstance(obj, codec.ConnectionId):
             self._respond(info)
             self._forget_producers()
@@ -626,11 +652,14 @@ class OpenWireConnection:
         if consumer.pull_timer is not None and consumer.pull_timer.active():
             consumer.pull_timer.cancel()
         delivered = None
-        if last_delivered >= 0:
+        if last_delivered == -1:  # the client says: none of them reached the application
+            delivered = lambda message: False  # noqa: E731
+        elif last_delivered >= 0:
             # ActiveMQ: what the application was given (broker sequence up to the last one
             # it saw) counts as delivered; what was merely prefetched comes back unmarked
             delivered = lambda message: message.seq <= last_delivered  # noqa: E731
-        self.broker.unsubscribe(consumer, delivered=delivered)
+        self.broker.unsubscribe(consumer, delivered=delivered).addErrback(
+            self._log_failure, "closing a consumer")
 
     # -- dispatch ------------------------------------------------------------------------------
     def next_ack_id(self) -> str:
@@ -646,7 +675,20 @@ class OpenWireConnection:
 
     def _dispatch(self, consumer, message, ack_id) -> None:
         info = consumer.info
-        self._send(self._dispatch_command(info.consumerId, None, message))
+        try:
+            self._send(self._dispatch_command(info.consumerId, None, message))
+        except OpenWireError as e:
+            # a message from another protocol that OpenWire cannot carry (a header over
+            # 64 KiB, say): it goes to the DLQ instead of stopping the sender or the queue
+            log.warn("OpenWire {connection}: message {id} cannot be sent over OpenWire ({error}); "
+                     "dead-lettered", connection=self.connection_id, id=message.message_id,
+                     error=e)
+            if ack_id is not None:
+                self.clock.callLater(0, self._undeliverable, consumer, ack_id)
+
+    def _undeliverable(self, consumer, ack_id) -> None:
+        if ack_id in consumer.in_flight and not consumer.closed:
+            self.broker.nack(consumer, [ack_id]).addErrback(self._log_failure, "dead-lettering")
 
     def _dispatch_command(self, consumer_id, dest_struct, message):
         wire = message.wire
@@ -709,11 +751,13 @@ class OpenWireConnection:
                     if kind == POISON:
                         raise ClientError("A poison ack cannot be part of a transaction")
                     fresh = [a for a in ids if consumer.in_flight[a].tx is None]
+                    # counted by tx_acked from now on (first: tx_ack wakes the queue)
+                    self._shrink(consumer, len(fresh))
                     self.broker.tx_ack(txn, consumer, fresh, "ack")
                 elif kind == POISON and not (ack.poisonCause and SUPPRESSED_DUPLICATE
                                              in (ack.poisonCause.message or "")):
                     self._shrink(consumer, len(ids))
-                    self.broker.nack(consumer, ids)
+                    self.broker.nack(consumer, ids).addErrback(self._log_failure, "poison ack")
                 else:
                     self._shrink(consumer, len(ids))
                     if kind == EXPIRED:
@@ -723,8 +767,13 @@ class OpenWireConnection:
                     if ack.responseRequired:
                         self._answer(ack, d)
                         return
+                    d.addErrback(self._log_failure, "ack")
         # REDELIVERED (a local redelivery after a rollback) and UNMATCHED change nothing here
         self._respond(ack)
+
+    def _log_failure(self, failure, what: str) -> None:
+        log.failure("OpenWire {connection}: {what}", failure, connection=self.connection_id,
+                    what=what)
 
     @staticmethod
     def _shrink(consumer, n: int) -> None:
@@ -822,7 +871,7 @@ class OpenWireConnection:
         if self.closing:
             return
         self.link.resume_reading()
-        self._held = []
+        outer, self._held = self._held, []
         try:
             if isinstance(result, Failure):
                 self._refuse(om, result.value)
@@ -831,17 +880,11 @@ class OpenWireConnection:
         except Exception as e:
             self._refuse(om, e)
         finally:
-            held, self._held = self._held, None
+            held, self._held = self._held, outer
             for data in held:
                 self._write(data)
-        backlog, self.backlog = self.backlog, []
-        for command in backlog:
-            if self.closing:
-                break
-            if self.authenticating or self.blocked is not None:
-                self.backlog.append(command)
-                continue
-            self._handle(command)
+        if self.blocked is None:
+            self._run_backlog()
 
     # == transactions ============================================================================
     @staticmethod
@@ -889,7 +932,8 @@ class OpenWireConnection:
     # == teardown ================================================================================
     def _forget_producers(self) -> None:
         if self.producers:
-            self.broker.forget_producers(list(self.producers))
+            self.broker.forget_producers(list(self.producers)).addErrback(
+                self._log_failure, "producers")
         self.producers.clear()
 
     def _teardown(self) -> None:
@@ -901,7 +945,7 @@ class OpenWireConnection:
             if consumer is not None:
                 if consumer.pull_timer is not None and consumer.pull_timer.active():
                     consumer.pull_timer.cancel()
-                self.broker.unsubscribe(consumer)
+                self.broker.unsubscribe(consumer).addErrback(self._log_failure, "a consumer")
         if self.registered:
             self.registered = False
             for dest in list(self.temporaries):

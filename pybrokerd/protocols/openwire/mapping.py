@@ -77,8 +77,12 @@ def destinations(struct) -> list[Destination]:
     name = struct.physicalName
     if not name:
         raise DestinationError("A destination needs a name")
+    parts = name.split(",")
+    if len(parts) > MAX_COMPOSITE:
+        raise DestinationError("A composite destination of %d names: at most %d"
+                               % (len(parts), MAX_COMPOSITE))
     result = []
-    for part in name.split(","):
+    for part in parts:
         part = part.strip()
         part_kind = kind
         for prefix, k in _URL_PREFIXES.items():
@@ -87,7 +91,9 @@ def destinations(struct) -> list[Destination]:
                 break
         if not part:
             raise DestinationError("Empty destination name in %r" % name)
-        result.append(Destination(part_kind, part))
+        dest = Destination(part_kind, part)
+        if dest not in result:
+            result.append(dest)
     return result
 
 
@@ -112,13 +118,19 @@ def destination_struct(dest):
 
 
 # -- bodies ---------------------------------------------------------------------------------
-def _inflate(data: bytes, with_length: bool) -> bytes:
+MAX_INFLATED = 100 * 1024 * 1024  # ActiveMQ's DEFAULT_MAX_INFLATED_DATA_SIZE
+MAX_COMPOSITE = 100                # destinations one composite name may list
+
+
+def _inflate(data: bytes, with_length: bool, limit: int = MAX_INFLATED) -> bytes:
+    inflater = zlib.decompressobj()
     try:
-        if with_length:
-            return zlib.decompress(data[4:])
-        return zlib.decompress(data)
+        body = inflater.decompress(data[4:] if with_length else data, limit)
     except zlib.error as e:
         raise OpenWireError("a compressed message body is not zlib data: %s" % e) from None
+    if inflater.unconsumed_tail:
+        raise OpenWireError("a compressed message body inflates to more than %d bytes" % limit)
+    return body
 
 
 # -- OpenWire -> broker ---------------------------------------------------------------------
@@ -190,7 +202,8 @@ def to_openwire(message: Message):
         producerId=mid.producerId, destination=dest,
         originalDestination=destination_struct(message.original_destination),
         messageId=mid, groupID=message.group_id,
-        groupSequence=message.group_seq if message.group_id is not None else 0,
+        groupSequence=max(min(message.group_seq, 2 ** 31 - 1), -2 ** 31)
+        if message.group_id is not None else 0,
         correlationId=message.correlation_id, persistent=message.persistent,
         expiration=message.expires, priority=message.priority,
         replyTo=destination_struct(message.reply_to), timestamp=message.timestamp,
