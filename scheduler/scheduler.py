@@ -38,6 +38,12 @@ REPEAT = "AMQ_SCHEDULED_REPEAT"
 CRON = "AMQ_SCHEDULED_CRON"
 JOB_ID = "scheduledJobId"
 SCHEDULING_HEADERS = (DELAY, PERIOD, REPEAT, CRON)
+_SCHEDULING = frozenset(SCHEDULING_HEADERS)
+
+
+def has_scheduling_headers(properties) -> bool:
+    """Does a send carry any AMQ_SCHEDULED_* header (one set test, on every send)?"""
+    return bool(properties) and not _SCHEDULING.isdisjoint(properties)
 MANAGEMENT = "activemq.scheduler.management"
 ACTION = "AMQ_SCHEDULER_ACTION"
 START_TIME = "ACTION_START_TIME"

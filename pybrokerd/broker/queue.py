@@ -328,6 +328,17 @@ class MessageQueue:
             else:
                 self._offer_one()
             return
+        consumers = self.consumers
+        if (len(consumers) == 1 and not self.pending and not message.expires
+                and message.group_id is None):
+            # the common case (a topic subscriber, a queue with one consumer, nothing
+            # waiting): hand it over at once, without the trip through the pending list
+            consumer = consumers[0]
+            if consumer.has_credit() and self._accepts(consumer, message):
+                consumer.deliver(self, message)
+                if self.paged and not self._loading and not self._purging:
+                    self._refill()
+                return
         self.pending.append(message)
         self.dispatch()
 
@@ -590,10 +601,17 @@ class TopicSubscription(MessageQueue):
         self.selector_text = selector_text
         self.durable_key = durable_key
         self.no_local_session = no_local_session
+        self._matches: dict = {}  # destination -> does a pattern match it (asked per publish)
 
     def wants(self, message: Message) -> bool:
         dest = message.destination
-        if not any(kind == dest.kind and match(dest.name) for kind, match in self.patterns):
+        matched = self._matches.get(dest)
+        if matched is None:
+            matched = any(kind == dest.kind and match(dest.name) for kind, match in self.patterns)
+            if len(self._matches) >= 1024:
+                self._matches.clear()  # many one-off topics: stay bounded
+            self._matches[dest] = matched
+        if not matched:
             return False
         return self.selector is None or self.selector(message.selector_value)
 

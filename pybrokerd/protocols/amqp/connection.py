@@ -36,7 +36,7 @@ from pybrokerd.broker.usage import ResourceLimitError
 from pybrokerd.protocols.amqp import mapping
 from pybrokerd.protocols.amqp.sasl import SASL_HEADER, SaslError, SaslServer
 from pybrokerd.security import SecurityError
-from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
+from scheduler.scheduler import ScheduleError, has_scheduling_headers
 from scheduler.scheduler import parse as parse_schedule
 from stores.batching import StoreWriteError
 
@@ -551,7 +551,7 @@ class AmqpConnection:
             message = mapping.to_broker(
                 amqp, "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), dest,
                 self._reply_to)
-            if any(name in message.properties for name in SCHEDULING_HEADERS):
+            if has_scheduling_headers(message.properties):
                 parse_schedule(message.properties)
             txn = self._transaction_of(delivery)
             usage = self.broker.flow_blocker([message])

@@ -36,7 +36,7 @@ from pybrokerd.broker.usage import ResourceLimitError
 from pybrokerd.protocols.openwire import codec, mapping
 from pybrokerd.protocols.openwire.codec import OpenWireError
 from pybrokerd.security import SecurityError
-from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
+from scheduler.scheduler import ScheduleError, has_scheduling_headers
 from scheduler.scheduler import parse as parse_schedule
 from stores.batching import StoreWriteError
 
@@ -815,7 +815,7 @@ class OpenWireConnection:
         first = messages[0]
         for dest in dests:
             self.broker.authorize(self.principal, "write", [dest])
-        if any(name in first.properties for name in SCHEDULING_HEADERS):
+        if has_scheduling_headers(first.properties):
             parse_schedule(first.properties)
         if txn is not None:
             txn.sends.extend(messages)

@@ -34,7 +34,7 @@ from pybrokerd.protocols.stomp.codec import (
     FrameError, FrameParser, Limits, header_lines, serialize)
 from pybrokerd.protocols.stomp.mapmessage import render as render_map
 from pybrokerd.broker.usage import ResourceLimitError
-from scheduler.scheduler import SCHEDULING_HEADERS, ScheduleError
+from scheduler.scheduler import ScheduleError, has_scheduling_headers
 from stores.batching import StoreWriteError
 from scheduler.scheduler import parse as parse_schedule
 
@@ -356,7 +356,7 @@ class StompSession:
         tx = self._transaction(headers.get("transaction")) if "transaction" in headers else None
         self._authorize("write", destinations)
         message = self._build_message(frame, destinations[0])
-        if any(name in message.properties for name in SCHEDULING_HEADERS):
+        if has_scheduling_headers(message.properties):
             parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
         copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
         usage = self.broker.flow_blocker(copies)
@@ -687,7 +687,9 @@ class StompSession:
     def _receipt(self, receipt: str | None, done: defer.Deferred | None = None) -> None:
         """Send RECEIPT once `done` fires, keeping receipts in the order of their frames."""
         if receipt is None and (done is None or (done.called and not self._receipts)):
-            if done is not None:  # nothing to order against: only a failure is reported
+            # nothing to order against: only a failure is reported (a fired Deferred's
+            # result says at once whether there is one: the common case costs nothing)
+            if done is not None and isinstance(getattr(done, "result", None), failure.Failure):
                 done.addErrback(lambda f: self._error(self._failure_text(f)))
             return
         entry = [receipt, done is None or done.called, None]
