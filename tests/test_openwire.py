@@ -7,10 +7,8 @@ against_activemq proves that on every run.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
-import threading
 import time
 
 import pytest

@@ -576,14 +576,6 @@ class OpenWireConnection:
             selector_text=selector_text, prefetch=max(info.prefetchSize, 1),
             exclusive=info.exclusive, durable_name=durable, client_id=self.client_id,
             no_local=info.noLocal)
-        for dest in dests:
-            if dest.is_temporary and dest in self.broker.temp_owners and \
-                    self.broker.temp_owners[dest] is not self:
-                owner = self.broker.temp_owners[dest]
-                if not isinstance(owner, OpenWireConnection):
-                    continue
-                raise ClientError("Cannot consume from a temporary destination of another "
-                                  "connection: %s" % dest.name, INVALID_DESTINATION)
         self.consumers[key] = consumer
         try:
             self.broker.subscribe(consumer)  # its dispatches are held until the Response
@@ -606,7 +598,7 @@ class OpenWireConnection:
             if key not in self.consumers or self.closing:
                 return
             for message in messages:
-                self._send(self._dispatch_command(info.consumerId, info.destination, message))
+                self._send(self._dispatch_command(info.consumerId, message))
             self._send(codec.MessageDispatch(consumerId=info.consumerId))
         def failed(failure):
             self._log_failure(failure, "browsing")
@@ -676,7 +668,7 @@ class OpenWireConnection:
     def _dispatch(self, consumer, message, ack_id) -> None:
         info = consumer.info
         try:
-            self._send(self._dispatch_command(info.consumerId, None, message))
+            self._send(self._dispatch_command(info.consumerId, message))
         except OpenWireError as e:
             # a message from another protocol that OpenWire cannot carry (a header over
             # 64 KiB, say): it goes to the DLQ instead of stopping the sender or the queue
@@ -690,7 +682,7 @@ class OpenWireConnection:
         if ack_id in consumer.in_flight and not consumer.closed:
             self.broker.nack(consumer, [ack_id]).addErrback(self._log_failure, "dead-lettering")
 
-    def _dispatch_command(self, consumer_id, dest_struct, message):
+    def _dispatch_command(self, consumer_id, message):
         wire = message.wire
         if wire is None or wire[0] != "openwire":
             wire = message.wire = ("openwire", mapping.to_openwire(message))
