@@ -40,6 +40,7 @@ public class OwClient {
                 case "browse": browse(); break;
                 case "denied": denied(rest); break;
                 case "fill": fill(rest); break;
+                case "rate": rate(rest); break;
                 default: throw new IllegalArgumentException("no scenario " + argv[0]);
             }
         } catch (JMSException e) {
@@ -586,6 +587,30 @@ public class OwClient {
         }
         TemporaryQueue still = s.createTemporaryQueue();
         out("connection usable: " + (still != null));
+        c.close();
+    }
+
+    // throughput (bench only, not in the tests): N messages of 1 KiB sent (persistent: each
+    // send waits for the broker; or not), then received with auto-ack; prints msgs/s of each
+    static void rate(String[] args) throws JMSException {
+        int n = Integer.parseInt(args[0]);
+        boolean persistent = args.length < 2 || args[1].equals("persistent");
+        Connection c = connect(null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = s.createQueue(prefix + ".rate");
+        MessageProducer p = s.createProducer(q);
+        p.setDeliveryMode(persistent ? DeliveryMode.PERSISTENT : DeliveryMode.NON_PERSISTENT);
+        char[] body = new char[1024];
+        Arrays.fill(body, 'x');
+        String text = new String(body);
+        long t0 = System.nanoTime();
+        for (int i = 0; i < n; i++) p.send(s.createTextMessage(text));
+        long t1 = System.nanoTime();
+        MessageConsumer consumer = s.createConsumer(q);
+        for (int i = 0; i < n; i++) expect(consumer);
+        long t2 = System.nanoTime();
+        out(String.format("send %.0f msgs/s, receive %.0f msgs/s", n / ((t1 - t0) / 1e9),
+                          n / ((t2 - t1) / 1e9)));
         c.close();
     }
 
