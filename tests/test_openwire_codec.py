@@ -193,3 +193,16 @@ def test_composite_names_are_bounded_and_without_repeats():
         assert "at most" in str(e)
     else:
         raise AssertionError("not refused")
+
+
+@settings(max_examples=100, deadline=None)
+@given(structs(), st.integers(-2 ** 31, 2 ** 31 - 1))
+def test_a_spliced_dispatch_is_the_dispatch_encoded_whole(message, redeliveries):
+    consumer = codec.ConsumerId(connectionId="ID:c:1", sessionId=1, value=2)
+    destination = codec.ActiveMQQueue(physicalName="q")
+    whole = codec.encode(codec.MessageDispatch(consumerId=consumer, destination=destination,
+                                               message=message,
+                                               redeliveryCounter=redeliveries))
+    spliced = codec.dispatch_frame(codec.encode_nested(consumer), codec.encode_nested(destination),
+                                   codec.encode_nested(message), redeliveries)
+    assert spliced == whole

@@ -272,11 +272,14 @@ class _Reader:
         if depth > 8:
             raise OpenWireError("data structures nested too deep")
         obj = cls.__new__(cls)
-        for name, kind in cls.FIELDS:
-            setattr(obj, name, self.read(kind, depth))
+        for name, read in cls.READERS:
+            setattr(obj, name, read(self, depth))
         return obj
 
     def read(self, kind: str, depth: int):
+        return _READ[kind](self, depth)
+
+    def read_slow(self, kind: str, depth: int):
         if kind == "bool":
             return self.bool()
         if kind == "long":
@@ -322,6 +325,37 @@ class _Reader:
 
 _B, _b, _H, _h = struct.Struct(">B"), struct.Struct(">b"), struct.Struct(">H"), struct.Struct(">h")
 _I, _Q = struct.Struct(">i"), struct.Struct(">q")
+
+
+# one reader function per field kind, looked up once per type (not per field, per frame)
+def _fixed(fmt: struct.Struct):
+    size, unpack_from = fmt.size, fmt.unpack_from
+
+    def read(reader, depth):
+        pos = reader.pos
+        end = pos + size
+        if end > len(reader.data):
+            raise OpenWireError("a frame ends in the middle of a field")
+        reader.pos = end
+        return unpack_from(reader.data, pos)[0]
+    return read
+
+
+def _read_bool(reader, depth):
+    pos = reader.pos
+    if pos >= len(reader.data):
+        raise OpenWireError("a frame ends in the middle of a field")
+    reader.pos = pos + 1
+    return reader.data[pos] != 0
+
+
+_READ = {"bool": _read_bool, "long": _fixed(_Q), "int": _fixed(_I), "byte": _fixed(_b),
+         "short": _fixed(_h), "string": lambda reader, depth: reader.string(),
+         "nested": lambda reader, depth: reader.object(depth + 1)}
+for _kind in ("bytes", "array", "throwable", "magic"):
+    _READ[_kind] = (lambda kind: lambda reader, depth: reader.read_slow(kind, depth))(_kind)
+for _cls in TYPES.values():
+    _cls.READERS = tuple((name, _READ[kind]) for name, kind in _cls.FIELDS)
 
 
 class Decoder:
@@ -385,6 +419,28 @@ def encode(obj, stack_traces=False) -> bytes:
         raise OpenWireError("a value does not fit its OpenWire field: %s" % e) from None
     _I.pack_into(out, 0, len(out) - 4)
     return bytes(out)
+
+
+def encode_nested(obj) -> bytes:
+    """A data structure as a nested field (presence byte, type, fields): to splice."""
+    out = bytearray()
+    try:
+        _write_object(out, obj, False)
+    except (struct.error, OverflowError, TypeError, ValueError) as e:
+        raise OpenWireError("a value does not fit its OpenWire field: %s" % e) from None
+    return bytes(out)
+
+
+_DISPATCH_HEAD = struct.Struct(">iBiB")  # size, type 21, commandId 0, responseRequired 0
+
+
+def dispatch_frame(consumer_id: bytes, destination: bytes, message: bytes,
+                   redelivery_counter: int) -> bytes:
+    """A MessageDispatch frame from its fields already encoded by encode_nested (a message
+    is encoded once, however many consumers it goes to)."""
+    size = 1 + 4 + 1 + len(consumer_id) + len(destination) + len(message) + 4
+    return b"".join((_DISPATCH_HEAD.pack(size, 21, 0, 0), consumer_id, destination, message,
+                     _I.pack(redelivery_counter)))
 
 
 def _write_fields(out: bytearray, obj, stack_traces: bool) -> None:

@@ -666,9 +666,8 @@ class OpenWireConnection:
         self._dispatch(consumer, message, ack_id)
 
     def _dispatch(self, consumer, message, ack_id) -> None:
-        info = consumer.info
         try:
-            self._send(self._dispatch_command(info.consumerId, message))
+            data = self._dispatch_bytes(consumer, message)
         except OpenWireError as e:
             # a message from another protocol that OpenWire cannot carry (a header over
             # 64 KiB, say): it goes to the DLQ instead of stopping the sender or the queue
@@ -677,16 +676,32 @@ class OpenWireConnection:
                      error=e)
             if ack_id is not None:
                 self.clock.callLater(0, self._undeliverable, consumer, ack_id)
+            return
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self._write(data)
 
     def _undeliverable(self, consumer, ack_id) -> None:
         if ack_id in consumer.in_flight and not consumer.closed:
             self.broker.nack(consumer, [ack_id]).addErrback(self._log_failure, "dead-lettering")
 
-    def _dispatch_command(self, consumer_id, message):
+    def _dispatch_bytes(self, consumer, message) -> bytes:
+        """The MessageDispatch frame: the message and its destination are encoded once per
+        message (a topic's subscribers share them), the consumer id once per consumer."""
         wire = message.wire
         if wire is None or wire[0] != "openwire":
-            wire = message.wire = ("openwire", mapping.to_openwire(message))
-        om = wire[1]
+            om = mapping.to_openwire(message)
+            wire = message.wire = ("openwire", codec.encode_nested(om),
+                                   codec.encode_nested(om.destination))
+        consumer_bytes = consumer.wire_line
+        if consumer_bytes is None:
+            consumer_bytes = consumer.wire_line = codec.encode_nested(consumer.info.consumerId)
+        return codec.dispatch_frame(consumer_bytes, wire[2], wire[1], message.redelivery_count)
+
+    def _dispatch_command(self, consumer_id, message):
+        """A browser's MessageDispatch (as a command)."""
+        om = mapping.to_openwire(message)
         return codec.MessageDispatch(consumerId=consumer_id, destination=om.destination,
                                      message=om, redeliveryCounter=message.redelivery_count)
 
@@ -818,8 +833,10 @@ class OpenWireConnection:
         if usage is not None:
             self._block(om, usage, dests[0])
             return
+        # a persistent send may come again after a failover: its producer id and sequence
+        # let the broker drop the copy (a non-persistent one would not survive the failover)
         producer = (mapping.producer_text(om.producerId), om.messageId.producerSequenceId) \
-            if om.producerId is not None and om.messageId is not None \
+            if om.persistent and om.producerId is not None and om.messageId is not None \
             and not om.messageId.textView else None
         d = self.broker.publish(messages, durable=om.responseRequired, producer=producer)
         self._producer_ack(om)
