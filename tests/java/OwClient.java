@@ -111,6 +111,20 @@ public class OwClient {
         return b.toString();
     }
 
+    // the texts of the n messages a consumer should get (each waited for as long as it takes,
+    // so a slow broker does not cut the list short), then any more that come within 300 ms
+    static String texts(MessageConsumer consumer, int n, boolean marks) throws JMSException {
+        StringBuilder b = new StringBuilder();
+        Message m;
+        for (int i = 0; i < n; i++) {
+            m = expect(consumer);
+            b.append(' ').append(((TextMessage) m).getText()).append(marks && m.getJMSRedelivered() ? "(r)" : "");
+        }
+        while ((m = consumer.receive(300)) != null)
+            b.append(' ').append(((TextMessage) m).getText()).append(marks && m.getJMSRedelivered() ? "(r)" : "");
+        return b.toString();
+    }
+
     static Message expect(MessageConsumer consumer) throws JMSException {
         Message m = consumer.receive(WAIT);
         if (m == null) throw new JMSException("nothing received within " + WAIT + " ms");
@@ -220,10 +234,7 @@ public class OwClient {
         s.close();  // c2 and c3 unacked: back to the queue
         Session s2 = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
         MessageConsumer c2 = s2.createConsumer(q);
-        StringBuilder b = new StringBuilder("left:");
-        Message m;
-        while ((m = c2.receive(1000)) != null) b.append(' ').append(((TextMessage) m).getText());
-        out(b.toString());
+        out("left:" + texts(c2, 2, false));
         c.close();
     }
 
@@ -245,11 +256,7 @@ public class OwClient {
         s.close();
         Session s2 = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
         MessageConsumer c2 = s2.createConsumer(q);
-        StringBuilder b = new StringBuilder("left:");
-        Message m;
-        while ((m = c2.receive(1000)) != null)
-            b.append(' ').append(((TextMessage) m).getText()).append(m.getJMSRedelivered() ? "(r)" : "");
-        out(b.toString());
+        out("left:" + texts(c2, 2, true));
         c.close();
     }
 
@@ -383,15 +390,10 @@ public class OwClient {
             m.setIntProperty("weight", weights[i]);
             p.send(m);
         }
-        StringBuilder b = new StringBuilder("reds:");
-        Message m;
-        while ((m = reds.receive(700)) != null) b.append(' ').append(((TextMessage) m).getText());
-        out(b.toString());
+        out("reds:" + texts(reds, 2, false));
         reds.close();
         MessageConsumer rest = s.createConsumer(q);
-        b = new StringBuilder("rest:");
-        while ((m = rest.receive(700)) != null) b.append(' ').append(((TextMessage) m).getText());
-        out(b.toString());
+        out("rest:" + texts(rest, 3, false));
         try {
             s.createConsumer(q, "color = = 'x'");
             out("bad selector: accepted");
@@ -453,10 +455,7 @@ public class OwClient {
         out(b.toString());
         browser.close();
         MessageConsumer consumer = s.createConsumer(q);
-        b = new StringBuilder("consumed:");
-        Message m;
-        while ((m = consumer.receive(700)) != null) b.append(' ').append(((TextMessage) m).getText());
-        out(b.toString());
+        out("consumed:" + texts(consumer, 3, false));
         c.close();
     }
 
