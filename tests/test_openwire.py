@@ -408,27 +408,16 @@ def test_jms_connections_show_in_the_admin_api_and_metrics(java, broker):
 def test_consumers_per_connection_are_limited(tmp_path):
     proc = BrokerProcess("--max-subscriptions=2", directory=str(tmp_path)).start()
     try:
-        raw = RawOpenWire(proc.openwire_port)
-        raw.send(frame(HELLO))
-        conn_id = codec.ConnectionId(value="ID:limits:1")
-        raw.send(frame(codec.ConnectionInfo(commandId=1, responseRequired=True,
-                                            connectionId=conn_id, clientId=unique("lim"))))
-        assert raw.recv_type(codec.Response).correlationId == 1
-        raw.send(frame(codec.SessionInfo(commandId=2, sessionId=codec.SessionId(
-            connectionId="ID:limits:1", value=1))))
-        answers = []
-        for n in range(3):
-            raw.send(frame(codec.ConsumerInfo(
-                commandId=10 + n, responseRequired=True, prefetchSize=10,
-                consumerId=codec.ConsumerId(connectionId="ID:limits:1", sessionId=1, value=n),
-                destination=codec.ActiveMQQueue(physicalName=unique("lim")))))
-            answers.append(raw.recv_type((codec.Response, codec.ExceptionResponse)))
+        c = RawJms(proc.openwire_port, "limits")
+        answers = [c.request(codec.ConsumerInfo(
+            prefetchSize=10, consumerId=codec.ConsumerId(connectionId=c.conn, sessionId=1, value=n),
+            destination=codec.ActiveMQQueue(physicalName=unique("lim")))) for n in range(3)]
         assert [type(a).__name__ for a in answers] == ["Response", "Response",
                                                        "ExceptionResponse"]
         refused = answers[2].exception
         assert refused.class_name == "javax.jms.ResourceAllocationException"
         assert "--max-subscriptions" in refused.message
-        raw.close()
+        c.close()
     finally:
         proc.stop()
 

@@ -127,15 +127,21 @@ def test_amqp_over_tls(tmp_path, pki):
         broker.stop()
 
 
-def test_openwire_over_tls(tmp_path, pki, tmp_path_factory):
-    """ActiveMQ's Java client on `ssl://`, trusting our throwaway CA."""
+def _java_trust_store(tmp_path, pki) -> str:
+    """A PKCS12 trust store holding the test CA, for the Java client (-Djavax.net.ssl...)."""
     import subprocess
-    from java_client import JavaClient
-    java = JavaClient(str(tmp_path_factory.mktemp("tls-java")))
     trust = str(tmp_path / "trust.p12")
     subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", pki["ca"],
                     "-keystore", trust, "-storepass", "changeit", "-storetype", "PKCS12"],
                    check=True, capture_output=True)
+    return trust
+
+
+def test_openwire_over_tls(tmp_path, pki, tmp_path_factory):
+    """ActiveMQ's Java client on `ssl://`, trusting our throwaway CA."""
+    from java_client import JavaClient
+    java = JavaClient(str(tmp_path_factory.mktemp("tls-java")))
+    trust = _java_trust_store(tmp_path, pki)
     listen = "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s" % (pki["server"], pki["server"])
     broker = BrokerProcess("--openwire=" + listen, directory=str(tmp_path)).start()
     try:
@@ -154,14 +160,10 @@ def test_openwire_over_tls(tmp_path, pki, tmp_path_factory):
 
 def test_openwire_client_certificates_with_ssl_client_ca(tmp_path, pki, tmp_path_factory):
     """--ssl-client-ca: the Java client needs a key store with a certificate of that CA."""
-    import subprocess
     from cryptography.hazmat.primitives.serialization import pkcs12
     from java_client import JavaClient
     java = JavaClient(str(tmp_path_factory.mktemp("tls-java-cert")))
-    trust = str(tmp_path / "trust.p12")
-    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", pki["ca"],
-                    "-keystore", trust, "-storepass", "changeit", "-storetype", "PKCS12"],
-                   check=True, capture_output=True)
+    trust = _java_trust_store(tmp_path, pki)
     with open(pki["client_cert"], "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
     with open(pki["client_key"], "rb") as f:

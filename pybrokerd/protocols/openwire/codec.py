@@ -279,19 +279,8 @@ class _Reader:
     def read(self, kind: str, depth: int):
         return _READ[kind](self, depth)
 
-    def read_slow(self, kind: str, depth: int):
-        if kind == "bool":
-            return self.bool()
-        if kind == "long":
-            return self.unpack(_Q)
-        if kind == "int":
-            return self.unpack(_I)
-        if kind == "string":
-            return self.string()
-        if kind == "nested":
-            return self.object(depth + 1)
-        if kind == "byte":
-            return self.unpack(_b)
+    def read_other(self, kind: str, depth: int):
+        """The field kinds without a reader function of their own."""
         if kind == "bytes":
             if not self.bool():
                 return None
@@ -302,8 +291,6 @@ class _Reader:
             return [self.object(depth + 1) for _ in range(self.unpack(_H))]
         if kind == "throwable":
             return self.throwable(depth)
-        if kind == "short":
-            return self.unpack(_h)
         if kind == "magic":
             magic = bytes(self.take(8))
             if magic != MAGIC:
@@ -353,7 +340,7 @@ _READ = {"bool": _read_bool, "long": _fixed(_Q), "int": _fixed(_I), "byte": _fix
          "short": _fixed(_h), "string": lambda reader, depth: reader.string(),
          "nested": lambda reader, depth: reader.object(depth + 1)}
 for _kind in ("bytes", "array", "throwable", "magic"):
-    _READ[_kind] = (lambda kind: lambda reader, depth: reader.read_slow(kind, depth))(_kind)
+    _READ[_kind] = (lambda kind: lambda reader, depth: reader.read_other(kind, depth))(_kind)
 for _cls in TYPES.values():
     _cls.READERS = tuple((name, _READ[kind]) for name, kind in _cls.FIELDS)
 
@@ -413,10 +400,7 @@ def encode(obj, stack_traces=False) -> bytes:
     does not fit its field."""
     out = bytearray(b"\0\0\0\0")
     out.append(obj.TYPE)
-    try:
-        _write_fields(out, obj, stack_traces)
-    except (struct.error, OverflowError, TypeError, ValueError) as e:
-        raise OpenWireError("a value does not fit its OpenWire field: %s" % e) from None
+    _fitting(_write_fields, out, obj, stack_traces)
     _I.pack_into(out, 0, len(out) - 4)
     return bytes(out)
 
@@ -424,11 +408,17 @@ def encode(obj, stack_traces=False) -> bytes:
 def encode_nested(obj) -> bytes:
     """A data structure as a nested field (presence byte, type, fields): to splice."""
     out = bytearray()
+    _fitting(_write_object, out, obj, False)
+    return bytes(out)
+
+
+def _fitting(write, *args) -> None:
+    """Run a writer; a value that does not fit its field (a string over 64 KiB, an int
+    over 32 bits) is an OpenWireError, the codec's only exception."""
     try:
-        _write_object(out, obj, False)
+        write(*args)
     except (struct.error, OverflowError, TypeError, ValueError) as e:
         raise OpenWireError("a value does not fit its OpenWire field: %s" % e) from None
-    return bytes(out)
 
 
 _DISPATCH_HEAD = struct.Struct(">iBiB")  # size, type 21, commandId 0, responseRequired 0
@@ -579,10 +569,7 @@ def _read_value(reader, depth):
 
 def encode_map(values: dict) -> bytes:
     out = bytearray()
-    try:
-        _write_map(out, values)
-    except (struct.error, OverflowError, TypeError, ValueError) as e:
-        raise OpenWireError("a map value does not fit OpenWire: %s" % e) from None
+    _fitting(_write_map, out, values)
     return bytes(out)
 
 
