@@ -103,18 +103,31 @@ class JournalAdapter(BatchingAdapter):
     def _path(self, segment):
         return os.path.join(self.directory, "db-%d.log" % segment)
 
-    def _open_segment(self, segment):
-        self._fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def _open_segment(self, segment, size=0):
+        """Write `segment` from offset `size` on (where its last good batch ends)."""
+        self._fd = os.open(self._path(segment), os.O_RDWR | os.O_CREAT, 0o644)
         self._current = segment
-        self._size = os.fstat(self._fd).st_size
+        self._size = size
+        self._preallocate()
         if segment not in self._segments:
             self._segments.append(segment)
             _fsync_dir(self.directory)
 
+    def _preallocate(self):
+        """Give the segment its full length up front (a sparse file, as KahaDB's default
+        preallocationStrategy): a batch then overwrites space the file already has, and its
+        fdatasync need not also commit a new file size (measured here: 30-40 % more syncs
+        per second than appending).  Replay stops at the zeros after the last batch."""
+        if os.fstat(self._fd).st_size < self.max_file_length:
+            os.ftruncate(self._fd, self.max_file_length)
+
     def _rotate(self):
         """On to the next segment; the new file is opened before the old one is closed, so a
-        failed open leaves the journal writing where it was (never to a closed descriptor)."""
+        failed open leaves the journal writing where it was (never to a closed descriptor).
+        The old segment is cut to what it holds first: only the current one has a tail of
+        preallocated zeros."""
         old = self._fd
+        os.ftruncate(old, self._size)
         os.fsync(old)
         self._open_segment(self._current + 1)
         os.close(old)
@@ -133,15 +146,18 @@ class JournalAdapter(BatchingAdapter):
         next_seq = self._load_checkpoint()
         seg0, off0 = self._ckpt_pos
         replayed = 0
+        tail = 0  # where the last segment's last good batch ends
         for segment in [s for s in self._segments if s >= seg0]:
             start = off0 if segment == seg0 else 0
             last = segment == self._segments[-1]
-            n, top = self._replay(segment, start, last)
+            n, top, tail = self._replay(segment, start, last)
             replayed += n
             next_seq = max(next_seq, top + 1)
         self._max_seq = next_seq - 1
         self._live = sum(len(e) for e in self._index.values())
-        self._open_segment(self._segments[-1] if self._segments else 1)
+        if self._segments and self._segments[-1] < seg0:
+            tail = off0  # nothing after the checkpoint (cannot happen unless files were lost)
+        self._open_segment(self._segments[-1] if self._segments else 1, tail)
         catalogue = Catalogue()
         catalogue.next_seq = next_seq
         for key, entries in self._index.items():
@@ -187,7 +203,8 @@ class JournalAdapter(BatchingAdapter):
         self._ckpt_pos = tuple(state["position"])
         return state["next_seq"]
 
-    def _replay(self, segment, start, last) -> tuple[int, int]:
+    def _replay(self, segment, start, last) -> tuple[int, int, int]:
+        """Apply the batches of a segment from `start`; -> (batches, highest seq, end)."""
         path = self._path(segment)
         with open(path, "rb") as f:
             data = f.read()
@@ -201,7 +218,9 @@ class JournalAdapter(BatchingAdapter):
                                                end - len(BATCH_END)))
             pos = end
             batches += 1
-        if pos < len(data):
+        if pos < len(data) and data.count(0, pos) == len(data) - pos:
+            pass  # the preallocated rest of the segment: nothing was written there yet
+        elif pos < len(data):
             if last:
                 log.warn("journal {path}: cutting a torn or corrupted tail at offset {pos} "
                          "({n} bytes dropped)", path=path, pos=pos, n=len(data) - pos)
@@ -212,7 +231,7 @@ class JournalAdapter(BatchingAdapter):
             else:
                 log.error("journal {path}: corrupted batch at offset {pos}; skipping the rest of "
                           "this segment", path=path, pos=pos)
-        return batches, top
+        return batches, top, pos
 
     @staticmethod
     def _valid_batch(view, pos):
@@ -310,7 +329,7 @@ class JournalAdapter(BatchingAdapter):
         if self._size > 0 and self._size + len(batch) > self.max_file_length:
             self._rotate()
         offset = self._size + BATCH_HEAD.size
-        _write_all(self._fd, batch)
+        _write_all(self._fd, batch, self._size)
         segment = self._current
         self._size += len(batch)
         self._since_ckpt += len(batch)
@@ -370,10 +389,11 @@ class JournalAdapter(BatchingAdapter):
                     holder[key] = old
             self._live, self._max_seq, self._since_ckpt = live, max_seq, since_ckpt
         if self._current != segment:  # the failed batch had opened the next segment
-            os.ftruncate(self._fd, 0)
-        else:
-            os.ftruncate(self._fd, size)
-        self._size = os.fstat(self._fd).st_size
+            size = 0
+        # cut what the failed batch may have written, then give the space back (zeros)
+        os.ftruncate(self._fd, size)
+        self._size = size
+        self._preallocate()
 
     _undo = None
 
@@ -399,6 +419,9 @@ class JournalAdapter(BatchingAdapter):
     def size(self):
         total = 0
         for segment in list(self._segments):
+            if segment == self._current:
+                total += self._size  # not its preallocated, still empty, rest
+                continue
             try:
                 total += os.path.getsize(self._path(segment))
             except OSError:
@@ -506,6 +529,7 @@ class JournalAdapter(BatchingAdapter):
         if self._fd is not None:
             if self._dirty:
                 self._checkpoint()
+            os.ftruncate(self._fd, self._size)  # a stopped journal's files hold just their data
             os.close(self._fd)
             self._fd = None
         for fd in self._read_fds.values():
@@ -513,11 +537,12 @@ class JournalAdapter(BatchingAdapter):
         self._read_fds.clear()
 
 
-def _write_all(fd, data):
+def _write_all(fd, data, offset):
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 def _fsync_dir(path):
