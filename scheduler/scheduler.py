@@ -105,23 +105,52 @@ def next_cron_time(cron: str, after_ms: int) -> int:
 
 
 class Job:
-    __slots__ = ("job_id", "next_time", "delay", "period", "repeat", "cron", "created", "runs",
-                 "message_id")
+    """A pending one-shot job: only what the heap and the admin views need.  A million of
+    these are held in memory, so the rest of a job (the producer's message id) stays in the
+    job store and is read back with the message when the job fires."""
 
-    def __init__(self, job_id, next_time, delay=0, period=0, repeat=0, cron=None, created=0, runs=0,
-                 message_id=None):
+    __slots__ = ("job_id", "next_time", "created")
+    period = 0
+    repeat = 0
+    runs = 0
+    cron = None
+
+    def __init__(self, job_id, next_time, created=0):
         self.job_id = job_id
-        self.message_id = message_id  # the producer's message id, kept by a one-shot job
         self.next_time = next_time
+        self.created = created
+
+    @property
+    def delay(self) -> int:
+        return self.next_time - self.created
+
+    def state(self, message_id=None) -> dict:
+        return {"job_id": self.job_id, "next_time": self.next_time, "delay": self.delay,
+                "period": self.period, "repeat": self.repeat, "cron": self.cron,
+                "created": self.created, "runs": self.runs, "message_id": message_id}
+
+
+class RepeatingJob(Job):
+    """A job with a period, a repeat count or a cron expression: it runs more than once."""
+
+    __slots__ = ("delay", "period", "repeat", "cron", "runs")
+
+    def __init__(self, job_id, next_time, delay=0, period=0, repeat=0, cron=None, created=0,
+                 runs=0):
+        super().__init__(job_id, next_time, created)
         self.delay = delay
         self.period = period
         self.repeat = repeat
         self.cron = cron
-        self.created = created
         self.runs = runs
 
-    def state(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+
+def make_job(job_id, next_time, delay=0, period=0, repeat=0, cron=None, created=0, runs=0,
+             message_id=None) -> Job:
+    """The smallest Job that can hold this schedule (`message_id` is kept in the store only)."""
+    if cron is None and repeat == 0 and period == 0 and runs == 0 and next_time - created == delay:
+        return Job(job_id, next_time, created)
+    return RepeatingJob(job_id, next_time, delay, period, repeat, cron, created, runs)
 
 
 @implementer(IJobStore)
@@ -141,15 +170,14 @@ class JobStore:
             if not batch:
                 break
             for stored in batch:
-                state = json.loads(stored.properties[_JOB])
-                jobs.append(Job(**state))
+                jobs.append(make_job(**json.loads(stored.properties[_JOB])))
             after = batch[-1].message_id
         return jobs
 
     def stored(self, job: Job, message):
         """The form a job takes in the store: its message, with the schedule as a property."""
         stored = message.copy(message_id=job.job_id)
-        stored.properties[_JOB] = json.dumps(job.state())
+        stored.properties[_JOB] = json.dumps(job.state(message.message_id))
         return stored
 
     def schedule(self, job: Job, message):
@@ -163,7 +191,8 @@ class JobStore:
         return self.messages([job_id]).addCallback(lambda found: found.get(job_id))
 
     def messages(self, job_ids):
-        """-> Deferred firing with {job id: Message} for those still stored, read in one go."""
+        """-> Deferred firing with {job id: Message} for those still stored, read in one go;
+        each Message has the message id its producer gave it (when the job kept one)."""
         d = self.store.get_many(job_ids)
         return d.addCallback(lambda messages: {m.message_id: _without_state(m) for m in messages})
 
@@ -176,7 +205,9 @@ class JobStore:
 
 def _without_state(stored):
     stored = stored.copy()
-    stored.properties.pop(_JOB, None)
+    state = stored.properties.pop(_JOB, None)
+    if state is not None:
+        stored.message_id = json.loads(state).get("message_id") or stored.message_id
     return stored
 
 
@@ -232,8 +263,8 @@ class Scheduler:
         else:
             first = now
         first += spec["delay"] if spec["delay"] > 0 else spec["period"]
-        job = Job(job_id, first, spec["delay"], spec["period"], spec["repeat"], spec["cron"],
-                  created=now, message_id=message.message_id)
+        job = make_job(job_id, first, spec["delay"], spec["period"], spec["repeat"], spec["cron"],
+                       created=now)
         message.scheduled_job_id = None
         d = self.jobs_store.schedule(job, message)
         if first - now <= HOT_WINDOW and len(self._hot) < HOT_LIMIT:
@@ -285,9 +316,9 @@ class Scheduler:
         repeating = job.cron is not None or job.repeat != 0
         if spawn_series:
             # ActiveMQ: each cron time of a cron+repeat job starts a fresh delay/period series
-            series = Job("%s:%d" % (self._prefix, next(self._ids)),
-                         now + (job.delay if job.delay > 0 else job.period), job.delay,
-                         job.period, job.repeat, None, created=now)
+            series = make_job("%s:%d" % (self._prefix, next(self._ids)),
+                              now + (job.delay if job.delay > 0 else job.period), job.delay,
+                              job.period, job.repeat, None, created=now)
 
             @defer.inlineCallbacks
             def start_series(message):
@@ -307,8 +338,8 @@ class Scheduler:
                 job.next_time = now  # far behind (long downtime): no burst of catch-up runs
             if job.repeat > 0:
                 job.repeat -= 1
-        job.runs += 1
         if repeating:
+            job.runs += 1
             heapq.heappush(self._heap, (job.next_time, job.job_id))
         else:
             del self.jobs[job.job_id]
@@ -337,10 +368,9 @@ class Scheduler:
         for name in SCHEDULING_HEADERS:
             message.properties.pop(name, None)
         message.properties[JOB_ID] = job.job_id
-        if repeating or runs_before > 0 or not job.message_id:
+        if repeating or runs_before > 0 or message.message_id in (None, job.job_id):
             message.message_id = "%s:run:%d" % (job.job_id, runs_before + 1)
-        else:
-            message.message_id = job.message_id
+        # else a one-shot job's delivery keeps its producer's message id
         now = self.now()
         if stored.expires:
             message.expires = stored.expires + (now - stored.timestamp)

@@ -62,6 +62,25 @@ def test_delay_fires_exactly_on_time():
     assert "AMQ_SCHEDULED_DELAY" not in m.properties and m.properties["scheduledJobId"]
 
 
+def test_a_job_read_back_from_its_store_keeps_its_message_id():
+    """A job due later than the in-memory window, and one recovered by a restarted scheduler,
+    keep the producer's message id only in their store: the delivery still carries it."""
+    clock, broker, sched = setup()
+    send(broker, AMQ_SCHEDULED_DELAY=3600 * 1000)          # cold: read back when it fires
+    (job,) = sched.jobs.values()
+    assert not hasattr(job, "__dict__") and job.delay == 3600 * 1000
+    restarted = Scheduler(broker, sched.adapter, clock=clock)
+    sched.stop()
+    broker.scheduler = restarted
+    sync(restarted.start())
+    assert [j.job_id for j in restarted.jobs.values()] == [job.job_id]
+    clock.advance(3600)
+    (m,) = delivered(broker)
+    assert m.message_id == "ID:m-1"
+    assert m.properties["scheduledJobId"] == job.job_id
+    assert restarted.jobs == {}
+
+
 def test_period_without_delay_waits_one_period():
     clock, broker, _ = setup()
     send(broker, AMQ_SCHEDULED_PERIOD=1000)
