@@ -170,7 +170,9 @@ class JobStore:
             if not batch:
                 break
             for stored in batch:
-                jobs.append(make_job(**json.loads(stored.properties[_JOB])))
+                state = json.loads(stored.properties[_JOB])
+                state["job_id"] = stored.message_id  # the store's own string: one per job
+                jobs.append(make_job(**state))
             after = batch[-1].message_id
         return jobs
 

@@ -716,8 +716,13 @@ class BatchingAdapter:
                    if not isinstance(entry, Unwritten)]
 
         def read():
-            return {i: serialization.decode(self.backend_read(key, message_id, seq))
-                    for i, message_id, seq in to_read}
+            found = {}
+            for i, message_id, seq in to_read:
+                message = found[i] = serialization.decode(self.backend_read(key, message_id, seq))
+                # the same string as the catalogue's key, not a copy per read (a million
+                # scheduled jobs read back on start keep one id string each, not two)
+                message.message_id = message_id
+            return found
 
         def merge(read_back):
             return [read_back[i] if i in read_back else entry.message
