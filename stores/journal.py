@@ -155,9 +155,12 @@ class JournalAdapter(BatchingAdapter):
             next_seq = max(next_seq, top + 1)
         self._max_seq = next_seq - 1
         self._live = sum(len(e) for e in self._index.values())
-        if self._segments and self._segments[-1] < seg0:
-            tail = off0  # nothing after the checkpoint (cannot happen unless files were lost)
-        self._open_segment(self._segments[-1] if self._segments else 1, tail)
+        last = self._segments[-1] if self._segments else 0
+        if self._segments and last >= seg0:
+            self._open_segment(last, tail)  # on after its last good batch
+        else:
+            # a new directory, or the checkpoint's segment is gone: start a new one
+            self._open_segment(max(last, seg0) + 1)
         catalogue = Catalogue()
         catalogue.next_seq = next_seq
         for key, entries in self._index.items():
