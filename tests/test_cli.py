@@ -120,10 +120,10 @@ def test_no_broker_is_exit_code_4(broker):
 
 
 def test_send_refused_by_the_broker_is_exit_code_1(broker):
-    r = run(broker, "send", "/queue/" + unique(), "x", "--header", "priority=99")
+    r = run(broker, "send", "/queue/" + unique(), "x", "--header", "priority=high")
     assert r.returncode == 1
     assert r.stderr.decode().strip().splitlines() == [
-        "pybroker: the broker refused: Invalid priority 99: must be between 0 and 9"]
+        "pybroker: the broker refused: Invalid priority header 'high': expected an integer"]
 
 
 def test_progress_bar_with_rate_on_a_terminal(broker):

@@ -90,10 +90,80 @@ def test_composite_send_and_subscribe(raw):
     assert got[0].headers["message-id"] == got[1].headers["message-id"]
 
 
-def test_unknown_destination_prefix_names_accepted_ones(raw):
-    frame = raw().receipt("SUBSCRIBE", {"destination": "queue/x", "id": "1"})
-    assert frame.command == "ERROR"
-    assert "/queue/" in frame.headers["message"] and "/topic/" in frame.headers["message"]
+def test_a_name_without_prefix_is_a_queue_of_that_name(raw):
+    """As ActiveMQ's fallback: "name" and "/foo/name" are queues named exactly so."""
+    bare, slashed = unique("bare"), "/foo/" + unique()
+    c = raw()
+    sub(c, "/queue/" + bare, "1")
+    sub(c, slashed, "2")  # a SUBSCRIBE takes the same fallback
+    p = raw()
+    assert p.receipt("SEND", {"destination": bare}, b"b").command == "RECEIPT"
+    assert p.receipt("SEND", {"destination": "/queue/" + slashed}, b"s").command == "RECEIPT"
+    got = {m.headers["subscription"]: m for m in (c.recv_command("MESSAGE") for _ in range(2))}
+    assert got["1"].body == b"b" and got["1"].headers["destination"] == "/queue/" + bare
+    assert got["2"].body == b"s" and got["2"].headers["destination"] == "/queue/" + slashed
+
+
+def test_a_reply_to_without_prefix_stays_a_plain_string(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest)
+    raw().receipt("SEND", {"destination": dest, "reply-to": "answers"}, b"x")
+    assert c.recv_command("MESSAGE").headers["reply-to"] == "answers"
+
+
+def test_virtual_topic_copies_to_each_consumer_queue(raw):
+    """ActiveMQ's default virtual topics: /topic/VirtualTopic.X also feeds every existing
+    queue Consumer.<name>.VirtualTopic.X, where the message waits like any queued one."""
+    topic = "VirtualTopic." + unique()
+    a1, a2, b, plain = raw(), raw(), raw(), raw()
+    sub(a1, "/queue/Consumer.A." + topic, ack="client-individual")
+    sub(a2, "/queue/Consumer.A." + topic, ack="client-individual")
+    sub(b, "/queue/Consumer.B." + topic, ack="client-individual",
+        **{"activemq.prefetchSize": "1"})
+    sub(plain, "/topic/" + topic)
+    p = raw()
+    for i in range(4):
+        p.receipt("SEND", {"destination": "/topic/" + topic, "persistent": "true"}, b"%d" % i)
+    # the topic's own subscriber gets all four; group A shares them; B alone gets all four
+    assert bodies(plain, 4) == [b"0", b"1", b"2", b"3"]
+    shared = [a1.maybe_recv(1.0) for _ in range(2)] + [a2.maybe_recv(1.0) for _ in range(2)]
+    assert sorted(m.body for m in shared if m is not None) == [b"0", b"1", b"2", b"3"]
+    m = b.recv_command("MESSAGE")
+    assert m.body == b"0"
+    assert m.headers["destination"] == "/queue/Consumer.B." + topic
+    assert m.headers["original-destination"] == "/topic/" + topic
+    b.send("ACK", {"id": m.headers["ack"]})
+    assert bodies(b, 1) == [b"1"]
+    # a queue that is not a consumer of it, and one made later, get nothing of the past
+    late = raw()
+    sub(late, "/queue/Consumer.C." + topic)
+    nothing_more(late)
+
+
+def test_no_local_subscriber_does_not_get_its_own_connections_messages(raw):
+    dest = t()
+    c, other = raw(), raw()
+    sub(c, dest, "local", **{"activemq.noLocal": "true"})
+    sub(c, dest, "all")
+    c.receipt("SEND", {"destination": dest}, b"own")
+    other.receipt("SEND", {"destination": dest}, b"theirs")
+    got = sorted((m.headers["subscription"], m.body)
+                 for m in (c.recv_command("MESSAGE") for _ in range(3)))
+    assert got == [("all", b"own"), ("all", b"theirs"), ("local", b"theirs")]
+    nothing_more(c)
+
+
+def test_priority_out_of_range_is_clamped(raw):
+    dest = q()
+    p = raw()
+    for priority in ("15", "-1"):
+        assert p.receipt("SEND", {"destination": dest, "priority": priority},
+                         priority.encode()).command == "RECEIPT"
+    c = raw()
+    sub(c, dest)
+    got = {m.body: m.headers["priority"] for m in (c.recv_command("MESSAGE") for _ in range(2))}
+    assert got == {b"15": "9", b"-1": "0"}
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -457,6 +527,21 @@ def test_receipt_comes_before_the_messages_its_frame_dispatches(raw):
     c.send("ACK", {"id": m.headers["ack"], "receipt": "ack"})
     assert c.recv().headers.get("receipt-id") == "ack"
     assert c.recv_command("MESSAGE").body == b"2"
+
+
+def test_receipt_of_a_persistent_send_comes_before_the_message_it_dispatches(raw):
+    """The RECEIPT waits for the disk; a MESSAGE to the sender's own subscription waits
+    behind it (ActiveMQ's order), while other connections get it at once."""
+    dest = q()
+    c = raw()
+    sub(c, dest)
+    for i in range(3):
+        c.send("SEND", {"destination": dest, "persistent": "true", "receipt": "r%d" % i},
+               b"%d" % i)
+    seen = [c.recv() for _ in range(6)]
+    order = [f.headers.get("receipt-id") or f.body.decode() for f in seen]
+    for i in range(3):
+        assert order.index("r%d" % i) < order.index("%d" % i), order
 
 
 def test_group_headers_are_not_echoed(raw):

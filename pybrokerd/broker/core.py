@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pybrokerd.broker.destination import (
-    QUEUE, TEMP_QUEUE, TEMP_TOPIC, Destination, compile_pattern)
+    QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, VIRTUAL_TOPIC_PREFIX, Destination, compile_pattern,
+    virtual_topic_of)
 from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
     AUTO, Consumer, MessageQueue, TopicSubscription)
@@ -75,6 +76,10 @@ class Broker:
         self.max_redeliveries = max_redeliveries
         self.dlq = Destination(QUEUE, dlq_name)
         self.queues: dict[Destination, MessageQueue] = {}
+        # virtual topics (ActiveMQ's default virtualDestinationInterceptor): topic name ->
+        # the queues "Consumer.<name>.<topic>" made so far, each of which gets a copy of what
+        # is sent to the topic "VirtualTopic.>"; a deleted queue drops out when next used
+        self.virtual_queues: dict[str, dict[Destination, None]] = {}
         self.topic_subscriptions: set[TopicSubscription] = set()
         # memory, store and scheduler limits (the service sets them from the options)
         self.flow = FlowControl(clock)
@@ -185,6 +190,10 @@ class Broker:
             queue = MessageQueue(self, destination, store=store, prioritized=self.prioritized)
             queue.window = self.page_size
             self.queues[destination] = queue
+            if destination.kind == QUEUE:
+                topic = virtual_topic_of(destination.name)
+                if topic is not None:
+                    self.virtual_queues.setdefault(topic, {})[destination] = None
             for consumer, kind, match in self.wildcard_consumers:
                 if kind == destination.kind and match(destination.name):
                     queue.add_consumer(consumer)
@@ -422,6 +431,22 @@ class Broker:
             for sub in list(self.topic_subscriptions):
                 if sub.wants(message):
                     self._enqueue(sub, message, ops)
+            if dest.name.startswith(VIRTUAL_TOPIC_PREFIX) and dest.kind == TOPIC:
+                self._route_virtual(message, ops)
+
+    def _route_virtual(self, message: Message, ops: list) -> None:
+        """A copy to each consumer queue of a virtual topic, as from the topic (the
+        MESSAGE says original-destination:/topic/VirtualTopic...)."""
+        found = self.virtual_queues.get(message.destination.name)
+        if not found:
+            return
+        for dest in list(found):
+            queue = self.queues.get(dest)
+            if queue is None:
+                del found[dest]  # deleted since
+                continue
+            self._enqueue(queue, message.copy(destination=dest,
+                                              original_destination=message.destination), ops)
 
     def _enqueue(self, queue: MessageQueue, message: Message, ops: list) -> None:
         if message.persistent and queue.store is not None:

@@ -25,6 +25,23 @@ PREFIXES = {
 ACCEPTED_PREFIXES = "/queue/, /topic/, /temp-queue/, /temp-topic/ (or /remote-temp-queue/, /remote-temp-topic/)"
 
 
+# ActiveMQ's default virtual topics: a send to /topic/VirtualTopic.X also goes to every queue
+# Consumer.<anything without a dot>.VirtualTopic.X
+VIRTUAL_TOPIC_PREFIX = "VirtualTopic."
+_VIRTUAL_CONSUMER_PREFIX = "Consumer."
+
+
+def virtual_topic_of(queue_name: str) -> str | None:
+    """The virtual topic a queue consumes ("Consumer.A.VirtualTopic.X" -> "VirtualTopic.X")."""
+    if not queue_name.startswith(_VIRTUAL_CONSUMER_PREFIX):
+        return None
+    consumer, dot, topic = queue_name[len(_VIRTUAL_CONSUMER_PREFIX):].partition(".")
+    if not consumer or not dot or not topic.startswith(VIRTUAL_TOPIC_PREFIX) \
+            or has_wildcard(queue_name):
+        return None
+    return topic
+
+
 class DestinationError(ValueError):
     """A destination header that names no destination we know how to route to."""
 
@@ -61,9 +78,12 @@ class Destination(NamedTuple):
         return self.stomp()
 
 
-def split_stomp(text: str) -> list[tuple[str, str]]:
+def split_stomp(text: str, fallback: bool = False) -> list[tuple[str, str]]:
     """Split a (possibly composite) STOMP destination header into (prefix, name) pairs.
 
+    fallback=True (a SEND's or SUBSCRIBE's destination): a name without a known prefix is a
+    queue of exactly that name, as ActiveMQ's unresolvable-destination fallback makes it
+    ("orders" and "/foo/x" are queues, seen again as "/queue/orders" and "/queue//foo/x").
     Raises DestinationError with a message a user can act on.
     """
     parts = [p.strip() for p in text.split(",")]
@@ -82,10 +102,12 @@ def split_stomp(text: str) -> list[tuple[str, str]]:
                 break
         else:
             # ActiveMQ lets later members of a composite inherit the first one's kind
-            # ("/queue/a,b"); a lone name without a prefix is refused (ActiveMQ would quietly
-            # make it a queue, which hides typos).
+            # ("/queue/a,b")
             if last_prefix is not None and "/" not in part:
                 result.append((last_prefix, part))
+                continue
+            if fallback:
+                result.append(("/queue/", part))
                 continue
             raise DestinationError(
                 "Unknown destination %r: STOMP destinations must begin with one of %s"

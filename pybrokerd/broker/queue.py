@@ -90,6 +90,10 @@ class Consumer:
         self.durable_name = durable_name
         self.client_id = client_id
         self.no_local = no_local
+        # noLocal: what its own connection sends is not for it.  A message id begins with
+        # the id of the connection that sent it (as ActiveMQ's producer ids), which is how
+        # the topic subscription tells them apart
+        self.local_prefix = getattr(session, "local_message_prefix", None) if no_local else None
         self.in_flight: collections.OrderedDict[str, Delivery] = collections.OrderedDict()
         self.by_message_id: dict[str, str] = {}
         self.tx_acked = 0
@@ -593,14 +597,15 @@ class TopicSubscription(MessageQueue):
     """
 
     def __init__(self, broker, destination: Destination, patterns: list, selector=None,
-                 selector_text: str = "", store=None, durable_key=None, no_local_session=None):
+                 selector_text: str = "", store=None, durable_key=None):
         super().__init__(broker, destination, store=store,
                          prioritized=getattr(broker, "prioritized", False))
         self.patterns = patterns  # (kind, predicate on names) pairs
         self.selector = selector
         self.selector_text = selector_text
         self.durable_key = durable_key
-        self.no_local_session = no_local_session
+        # the message id prefix of a noLocal subscriber's own connection (see Consumer)
+        self.no_local_session: str | None = None
         self._matches: dict = {}  # destination -> does a pattern match it (asked per publish)
 
     def wants(self, message: Message) -> bool:
@@ -613,7 +618,18 @@ class TopicSubscription(MessageQueue):
             self._matches[dest] = matched
         if not matched:
             return False
+        if self.no_local_session is not None and message.message_id.startswith(self.no_local_session):
+            return False
         return self.selector is None or self.selector(message.selector_value)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.no_local_session = consumer.local_prefix
+        super().add_consumer(consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> list[Message]:
+        if consumer.local_prefix is not None and consumer.local_prefix == self.no_local_session:
+            self.no_local_session = None
+        return super().remove_consumer(consumer)
 
     def _accepts(self, consumer: Consumer, message: Message) -> bool:
         return True

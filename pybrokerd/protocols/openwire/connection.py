@@ -115,6 +115,11 @@ class OpenWireConsumer(Consumer):
 class OpenWireConnection:
     protocol = "openwire"
 
+    @property
+    def local_message_prefix(self):
+        """Ids of the messages this client sends begin with its connection id (noLocal)."""
+        return None if self.info is None else "%s:" % self.info.connectionId.value
+
     def __init__(self, broker, link, *, clock, id_generator, peer="unknown", refusal=None,
                  max_frame_size=100 * 1024 * 1024, broker_url="tcp://127.0.0.1:61616",
                  max_subscriptions=0):

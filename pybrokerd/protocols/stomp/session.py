@@ -94,6 +94,7 @@ class StompSession:
         self.config = config or StompConfig()
         self.parser = FrameParser(self.config.limits, commands=CLIENT_COMMANDS)
         self.connection_id = id_generator.connection_id()
+        self.local_message_prefix = self.connection_id + ":"  # ids of the messages it sends
         self.version = "1.0"
         self.connected = False
         self.closing = False
@@ -149,8 +150,14 @@ class StompSession:
             self._dispatch_frame(frame)
         finally:
             held, self._held = self._held, None
-            for data in held:
-                self._send(data)
+            if held:
+                if self._receipts and not self._receipts[-1][1]:
+                    # the answer waits for the store (a persistent SEND's RECEIPT is sent
+                    # once the message is on disk): the MESSAGEs wait behind it
+                    self._receipts[-1][3].extend(held)
+                else:
+                    for data in held:
+                        self._send(data)
 
     def _dispatch_frame(self, frame) -> None:
         command = frame.command
@@ -325,7 +332,8 @@ class StompSession:
         cached = self._dest_cache.get(text)
         if cached is not None:
             return cached
-        found = [self._destination(prefix, name) for prefix, name in split_stomp(text)]
+        found = [self._destination(prefix, name)
+                 for prefix, name in split_stomp(text, fallback=True)]
         if not any(d.is_temporary for d in found):
             if len(self._dest_cache) >= 256:
                 self._dest_cache.clear()
@@ -374,9 +382,8 @@ class StompSession:
 
     def _build_message(self, frame, destination: Destination) -> Message:
         h = frame.headers
-        priority = _int_header(h, "priority", DEFAULT_PRIORITY)
-        if not 0 <= priority <= 9:
-            raise ProtocolError("Invalid priority %d: must be between 0 and 9" % priority)
+        # out of 0-9: the nearest (as ActiveMQ, which clamps a JMS priority)
+        priority = min(max(_int_header(h, "priority", DEFAULT_PRIORITY), 0), 9)
         expires = _int_header(h, "expires", 0)
         timestamp = _int_header(h, "timestamp", 0) or None
         reply_to = h.get("reply-to")
@@ -692,7 +699,7 @@ class StompSession:
             if done is not None and isinstance(getattr(done, "result", None), failure.Failure):
                 done.addErrback(lambda f: self._error(self._failure_text(f)))
             return
-        entry = [receipt, done is None or done.called, None]
+        entry = [receipt, done is None or done.called, None, []]  # + MESSAGEs to send after it
         if done is not None and not done.called:
             def fired(result, entry=entry):
                 entry[1] = True
@@ -718,11 +725,13 @@ class StompSession:
 
     def _flush_receipts(self) -> None:
         while self._receipts and self._receipts[0][1]:
-            receipt, _, failure = self._receipts.popleft()
+            receipt, _, failure, after = self._receipts.popleft()
             if failure is not None:
                 self._error(failure, receipt=receipt)
             elif receipt is not None:
                 self._write("RECEIPT", {"receipt-id": receipt})
+            for data in after:
+                self._send(data)
         if not self._receipts and self._after_receipts:
             callbacks, self._after_receipts = self._after_receipts, []
             for cb in callbacks:
