@@ -122,6 +122,18 @@ def test_malformed_input_instead_of_connect(bystanding, case, data, outcome):
     _error_then(c, outcome, case)
 
 
+def test_unknown_command_error_names_the_receipt(bystanding):
+    """As ActiveMQ: the ERROR for an unknown command carries its receipt-id, then closes."""
+    broker, _ = bystanding
+    c = RawStomp(broker.port)
+    c.connect()
+    c.send_raw(b"FOO\nreceipt:r1\n\nbody\x00")
+    frame = c.recv(5)
+    assert frame.command == "ERROR" and frame.headers.get("receipt-id") == "r1", frame
+    assert "FOO" in frame.headers["message"]
+    c.wait_closed(5)
+
+
 def test_abrupt_disconnects_mid_frame(bystanding):
     broker, _ = bystanding
     for cut in (b"SEN", b"SEND\ndestination:/queue/x\n", b"SEND\ndestination:/queue/x\n\nhal"):

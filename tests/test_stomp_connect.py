@@ -22,6 +22,14 @@ def test_version_negotiation(broker, accept, expected):
     c.close()
 
 
+def test_connected_session_is_the_client_id(broker):
+    cid = unique("cid")
+    c, frame = connected(broker, **{"accept-version": "1.2", "host": "localhost",
+                                    "client-id": cid})
+    assert frame.headers["session"] == cid  # as ActiveMQ
+    c.close()
+
+
 def test_no_accept_version_is_stomp_1_0(broker):
     c, frame = connected(broker)
     assert frame.command == "CONNECTED"

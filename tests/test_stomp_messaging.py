@@ -153,8 +153,8 @@ def test_receipts_on_every_frame(raw):
 
 @pytest.mark.parametrize("command,headers,text", [
     ("SEND", {}, "Destination"),
-    ("SEND", {"destination": "foo"}, "/queue/"),
-    ("SEND", {"destination": "/bad/x"}, "/queue/"),
+    ("SEND", {"destination": "/queue/"}, "no name"),
+    ("SEND", {"destination": "/queue/a,,/queue/b"}, "Empty"),
     ("SUBSCRIBE", {"destination": "/queue/x"}, "id"),
     ("SUBSCRIBE", {"id": "9"}, "destination"),
     ("SUBSCRIBE", {"destination": "/queue/x", "id": "8", "selector": "a = "}, "selector"),
@@ -253,6 +253,36 @@ def test_ack_by_message_id_on_1_1(raw):
     assert frame.command == "RECEIPT"
     c.close()
     assert [m.body for m in _drain(raw, dest, 1)] == [b"m1"]
+
+
+def test_ack_on_1_1_needs_the_subscription(raw):
+    dest, c, msgs = _subscribe_and_fill(raw, "client-individual", 1, version="1.1")
+    frame = c.receipt("ACK", {"message-id": msgs[0].headers["message-id"]})
+    assert frame.command == "ERROR" and "subscription" in frame.headers["message"]
+    assert c.receipt("ACK", {"message-id": msgs[0].headers["message-id"],
+                             "subscription": "1"}).command == "RECEIPT"  # still usable
+
+
+def test_late_ack_after_unsubscribe_is_answered_and_changes_nothing(raw):
+    """As ActiveMQ: the ACK of a message the closed subscription had in flight gets its
+    RECEIPT; the message went back to the queue at the UNSUBSCRIBE and stays there.  An ACK
+    of an id never delivered is still an error."""
+    dest, c, msgs = _subscribe_and_fill(raw, "client-individual", 1)
+    assert c.receipt("UNSUBSCRIBE", {"id": "1"}).command == "RECEIPT"
+    assert c.receipt("ACK", {"id": msgs[0].headers["ack"]}).command == "RECEIPT"
+    assert c.receipt("ACK", {"id": msgs[0].headers["ack"]}).command == "ERROR"  # once
+    assert c.receipt("ACK", {"id": "never-sent"}).command == "ERROR"
+    assert [m.body for m in _drain(raw, dest, 1)] == [b"m0"]
+
+
+def test_nack_in_a_transaction_is_refused(raw):
+    dest, c, msgs = _subscribe_and_fill(raw, "client-individual", 1)
+    c.receipt("BEGIN", {"transaction": "t"})
+    frame = c.receipt("NACK", {"id": msgs[0].headers["ack"], "transaction": "t"})
+    assert frame.command == "ERROR" and "transacted" in frame.headers["message"]
+    assert c.receipt("ACK", {"id": msgs[0].headers["ack"]}).command == "RECEIPT"
+    c.close()
+    _drain(raw, dest, 0)
 
 
 def test_ack_by_message_id_on_1_0(raw):

@@ -26,8 +26,13 @@ __all__ = [
 class FrameError(Exception):
     """Fatal wire-format violation; the connection must be closed.
 
-    str(e) is one human-readable line.
+    str(e) is one human-readable line; `receipt` the frame's receipt header, when it was
+    read before the violation was found.
     """
+
+    def __init__(self, text: str, receipt: str | None = None):
+        super().__init__(text)
+        self.receipt = receipt
 
 
 @dataclass
@@ -190,6 +195,7 @@ class FrameParser:
         self._scan = 0  # delimiter search resumes here
         self._pos = 0  # start of the next line (command/header phases)
         self._command = ""
+        self._unknown: str | None = None  # an unknown command, reported once its headers are read
         self._lines: list[tuple[int, int]] = []  # raw header lines, EOL excluded
         self._headers: dict[str, str] = {}
         self._headers_version = ""
@@ -230,7 +236,9 @@ class FrameParser:
                 raise FrameError(_NOT_STOMP)
             self._command = _utf8(self._buf[start:end], "command")
             if self.commands is not None and self._command not in self.commands:
-                raise FrameError("Unknown STOMP action: %s" % _excerpt(self._buf[start:end]))
+                # read its headers still (not its body): the ERROR names its receipt, as
+                # ActiveMQ's does
+                self._unknown = _excerpt(self._buf[start:end])
             self._drop_heartbeats(start)
             self._phase = _HEADERS
 
@@ -248,6 +256,9 @@ class FrameParser:
                 self._lines.append((start, end))
             # content-length is only known after decoding, so decode now.
             self._decode_headers()
+            if self._unknown is not None:
+                raise FrameError("Unknown STOMP action: %s" % self._unknown,
+                                 receipt=self._headers.get("receipt"))
             self._content_length = self._parse_content_length()
             self._body_start = self._scan = self._pos
             self._phase = _BODY

@@ -115,6 +115,7 @@ class StompSession:
         self._blocked = False  # a SEND waits for room (flow control): reading is paused
         self._flow_wait = None
         self._receipts: collections.deque = collections.deque()
+        self._late_acks: dict[str, None] = {}  # ids in flight to subscriptions since closed
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
         self._read_timer = self._write_timer = None
@@ -131,7 +132,7 @@ class StompSession:
             try:
                 frame = self.parser.next_frame()
             except FrameError as e:
-                self._error(str(e), fatal=True)
+                self._error(str(e), receipt=e.receipt, fatal=True)
                 return
             if frame is None:
                 return
@@ -248,7 +249,7 @@ class StompSession:
             self._connect_timer.cancel()
         cx, cy = client_beats
         reply = {"server": "pybrokerd/%s" % __version__, "heart-beat": "%d,%d" % (cy, cx),
-                 "session": self.connection_id}
+                 "session": client_id or self.connection_id}  # ActiveMQ: the client id
         if "request-id" in headers:
             reply["response-id"] = headers["request-id"]
         if receipt is not None:
@@ -499,6 +500,13 @@ class StompSession:
         consumer = self.subscriptions.pop(sub_id, None) if sub_id is not None else None
         if consumer is None:
             raise ProtocolError("No subscription matched.")
+        # an ACK of what it had in flight may still come (a client acks what it processed):
+        # ActiveMQ answers it as usual, though the messages went back to the queue
+        late = self._late_acks
+        for ack_id, delivery in consumer.in_flight.items():
+            late[ack_id if self.version == "1.2" else delivery.message.message_id] = None
+        while len(late) > _LATE_ACKS:
+            del late[next(iter(late))]
         self._receipt(receipt, self.broker.unsubscribe(consumer))
 
     # == ACK / NACK =========================================================================
@@ -524,6 +532,9 @@ class StompSession:
             message_id = h.get("message-id")
             if message_id is None:
                 raise ProtocolError("%s received without a message-id to acknowledge!" % command)
+            if "subscription" not in h and self.version == "1.1":
+                raise ProtocolError("%s received without a subscription id for acknowledge!"
+                                    % command)
             candidates = self.subscriptions.values()
             if "subscription" in h and self.version != "1.0":
                 sub = self.subscriptions.get(h["subscription"])
@@ -532,8 +543,17 @@ class StompSession:
                           if c.resolve(message_id=message_id)), None)
             shown = message_id
         if found is None:
+            if "transaction" in h:
+                self._transaction(h["transaction"])  # an unknown one is the error to report
+            if self._late_acks.pop(shown, False) is None:
+                self._receipt(receipt)  # of a subscription closed since: nothing left to do
+                return
             raise ProtocolError("Unexpected %s received for message-id [%s]" % (command, shown))
         consumer, key = found
+        if kind == "nack" and "transaction" in h:
+            self._transaction(h["transaction"])
+            raise ProtocolError("Poison ack cannot be transacted: a NACK sends the message to "
+                                "the dead letter queue at once, outside any transaction")
         ids = consumer.up_to(key) if kind == "ack" and consumer.ack_mode == CLIENT else [key]
         if "transaction" in h:
             tx = self._transaction(h["transaction"])
@@ -809,6 +829,9 @@ class StompSession:
 
 def h_join(session: StompSession, destinations) -> str:
     return ",".join(session.stomp_name(d) for d in destinations)
+
+
+_LATE_ACKS = 10000  # ids remembered for late ACKs after an UNSUBSCRIBE (the newest)
 
 
 def _int_header(headers, name: str, default: int) -> int:
