@@ -51,6 +51,27 @@ def test_standard_headers(raw):
     assert "content-length" not in h  # a text message: no content-length was sent
 
 
+def test_headers_named_after_jms_fields_set_those_fields(raw):
+    """As ActiveMQ's property setters: JMSPriority:7 is priority 7, and so on; the JMS
+    names are not echoed as properties."""
+    dest = q()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+    c.receipt("SEND", {"destination": dest, "JMSPriority": "7", "JMSCorrelationID": "c1",
+                       "JMSType": "t1", "JMSXDeliveryCount": "3", "JMSDeliveryMode": "2",
+                       "JMSReplyTo": "/topic/answers"}, b"set")
+    c.receipt("SEND", {"destination": dest, "JMSExpiration": "5"}, b"expired long ago")
+    c.receipt("SEND", {"destination": dest}, b"last")
+    m = c.recv_command("MESSAGE")
+    h = m.headers
+    assert m.body == b"set"
+    assert h["priority"] == "7" and h["correlation-id"] == "c1" and h["type"] == "t1"
+    assert h["redelivered"] == "true" and h["persistent"] == "true"
+    assert h["reply-to"] == "/topic/answers"
+    assert not [k for k in h if k.startswith("JMS")], h
+    assert c.recv_command("MESSAGE").body == b"last"
+
+
 def test_defaults_non_persistent_priority_4(raw):
     dest = q()
     c = raw()

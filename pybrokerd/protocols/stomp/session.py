@@ -51,6 +51,11 @@ _NOT_PROPERTIES = frozenset((
     "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
     "correlation-id", "reply-to", "type", "amq-msg-type"))
 
+# headers that set a JMS field of the message rather than a property (ActiveMQ's setters)
+_JMS_FIELDS = frozenset((
+    "JMSCorrelationID", "JMSType", "JMSPriority", "JMSExpiration", "JMSTimestamp",
+    "JMSDeliveryMode", "JMSXDeliveryCount", "JMSRedelivered", "JMSReplyTo"))
+
 # ActiveMQ keeps message groups to itself: these are not echoed on MESSAGE frames.
 _NOT_ECHOED = frozenset(("JMSXGroupID", "JMSXGroupSeq"))
 
@@ -398,12 +403,50 @@ class StompSession:
         msg_type = h.get("amq-msg-type")
         is_bytes = msg_type == "bytes" if msg_type in ("bytes", "text") else "content-length" in h
         properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
-        return Message(
+        message = Message(
             "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
             properties=properties, persistent=h.get("persistent", "").strip().lower() == "true",
             priority=priority, expires=expires, timestamp=timestamp,
             correlation_id=h.get("correlation-id"), reply_to=reply_to, type=h.get("type"),
             is_bytes=is_bytes)
+        if not _JMS_FIELDS.isdisjoint(properties):
+            self._jms_fields(message)
+        return message
+
+    def _jms_fields(self, message: Message) -> None:
+        """Headers named after JMS fields set the field, as ActiveMQ's message property
+        setters do (JMSPriority:5 is priority 5); they are not kept as properties."""
+        p = message.properties
+        for name in _JMS_FIELDS.intersection(p):
+            value = p.pop(name)
+            if name == "JMSCorrelationID":
+                message.correlation_id = value
+            elif name == "JMSType":
+                message.type = value
+            elif name == "JMSPriority":
+                message.priority = min(max(_int_header(p, name, 0, value), 0), 9)
+            elif name == "JMSExpiration":
+                message.expires = _int_header(p, name, 0, value)
+            elif name == "JMSTimestamp":
+                message.timestamp = _int_header(p, name, 0, value) or message.timestamp
+            elif name == "JMSDeliveryMode":
+                text = value.strip().lower()
+                if text in ("true", "false"):
+                    message.persistent = text == "true"
+                else:  # javax.jms.DeliveryMode: 2 is PERSISTENT
+                    message.persistent = _int_header(p, name, 0, value) == 2
+            elif name == "JMSXDeliveryCount":
+                message.redelivery_count = max(_int_header(p, name, 0, value) - 1, 0)
+            elif name == "JMSRedelivered":
+                if value.strip().lower() == "true":
+                    message.redelivery_count = max(message.redelivery_count, 1)
+            elif name == "JMSReplyTo" and value:
+                try:
+                    parts = split_stomp(value, fallback=True)
+                    if len(parts) == 1:
+                        message.reply_to = self._destination(*parts[0])
+                except DestinationError:
+                    message.reply_to = value
 
     # == SUBSCRIBE / UNSUBSCRIBE ============================================================
     def on_subscribe(self, frame, receipt) -> None:
@@ -834,8 +877,9 @@ def h_join(session: StompSession, destinations) -> str:
 _LATE_ACKS = 10000  # ids remembered for late ACKs after an UNSUBSCRIBE (the newest)
 
 
-def _int_header(headers, name: str, default: int) -> int:
-    value = headers.get(name)
+def _int_header(headers, name: str, default: int, value: str | None = None) -> int:
+    if value is None:
+        value = headers.get(name)
     if value is None or value.strip() == "":
         return default
     try:
