@@ -370,13 +370,16 @@ class Scheduler:
         for name in SCHEDULING_HEADERS:
             message.properties.pop(name, None)
         message.properties[JOB_ID] = job.job_id
-        if repeating or runs_before > 0 or message.message_id in (None, job.job_id):
+        series = repeating or runs_before > 0 or job.cron is not None
+        if series or message.message_id in (None, job.job_id):
             message.message_id = "%s:run:%d" % (job.job_id, runs_before + 1)
         # else a one-shot job's delivery keeps its producer's message id
         now = self.now()
         if stored.expires:
             message.expires = stored.expires + (now - stored.timestamp)
-        message.timestamp = now
+        if not series:
+            message.timestamp = now  # ActiveMQ: a delayed message is stamped when it fires,
+        # the runs of a repeating one all keep the time it was sent
         d = self.broker.send(message)
         d.addErrback(lambda f: log.warn("scheduled job {job} could not be delivered: {error}",
                                         job=job.job_id, error=f.getErrorMessage()))

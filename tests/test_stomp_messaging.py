@@ -112,6 +112,21 @@ def test_bytes_body_with_nuls_keeps_content_length(raw):
     assert m.body == body and m.headers["content-length"] == str(len(body))
 
 
+def test_amq_msg_type_comes_back_as_sent(raw):
+    """As ActiveMQ: amq-msg-type is kept as a header; a text message sent with a
+    content-length keeps it too."""
+    dest = q()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+    c.send("SEND", {"destination": dest, "amq-msg-type": "text", "content-length": "3"}, b"abc")
+    c.send("SEND", {"destination": dest, "amq-msg-type": "bytes"}, b"def")
+    c.send("SEND", {"destination": dest}, b"ghi")
+    text, data, plain = (c.recv_command("MESSAGE").headers for _ in range(3))
+    assert text["amq-msg-type"] == "text" and text["content-length"] == "3"
+    assert data["amq-msg-type"] == "bytes" and data["content-length"] == "3"
+    assert "amq-msg-type" not in plain and "content-length" not in plain
+
+
 def test_large_message(raw):
     dest = q()
     c = raw()
@@ -363,6 +378,7 @@ def test_nack_sends_persistent_message_to_dlq(raw):
     assert d.headers["message-id"] == m.headers["message-id"]
     assert d.headers["original-destination"] == dest
     assert d.headers["persistent"] == "true"
+    assert "dlqDeliveryFailureCause" not in d.headers  # ActiveMQ names no cause for a NACK
     c.close()
     _drain(raw, dest, 0)
 

@@ -483,6 +483,8 @@ def test_expired_messages_are_not_delivered_and_persistent_ones_go_to_dlq(raw):
     sub(dlq, "/queue/ActiveMQ.DLQ", selector="marker = '%s'" % dest)
     m = dlq.recv_command("MESSAGE")
     assert m.body == b"old" and m.headers["original-destination"] == dest
+    assert m.headers["dlqDeliveryFailureCause"] == \
+        "java.lang.Throwable: Message Expired. Expiration:" + past  # ActiveMQ's words
     nothing_more(dlq)
 
 

@@ -602,8 +602,8 @@ class Broker:
         for message in messages:
             again = message.copy(redelivery_count=message.redelivery_count + 1)
             if self.max_redeliveries is not None and again.redelivery_count > self.max_redeliveries:
-                self._dead_letter(source, again, "Delivery[%d] exceeds redelivery policy limit"
-                                  % again.redelivery_count, ops)
+                self._dead_letter(source, again, "java.lang.Throwable: Delivery[%d] exceeds "
+                                  "redelivery policy limit" % again.redelivery_count, ops)
             else:
                 back.append(again)
         return back
@@ -685,9 +685,11 @@ class Broker:
             again.properties["redeliveryDelay"] = str(delay)
             later.append(self.scheduler.schedule(again))
             return
-        self._dead_letter(source, message, "Poison ack (NACK) from client", ops)
+        # a client's poison ack names no cause (ActiveMQ sets none for it either)
+        self._dead_letter(source, message, None, ops)
 
-    def _dead_letter(self, source: MessageQueue, message: Message, cause: str, ops: list) -> None:
+    def _dead_letter(self, source: MessageQueue, message: Message, cause: str | None,
+                     ops: list) -> None:
         source.resident.discard(message.message_id)
         if message.persistent and source.store is not None:
             ops.append(("remove", source.store, message.message_id))
@@ -698,7 +700,8 @@ class Broker:
         dead = message.copy(destination=self.dlq,
                             original_destination=message.original_destination or message.destination,
                             expires=0, seq=0, redelivery_count=0)
-        dead.properties["dlqDeliveryFailureCause"] = cause
+        if cause is not None:
+            dead.properties["dlqDeliveryFailureCause"] = cause
         dead.properties.setdefault("originalExpiration", str(message.expires))
         self._route(dead, ops)
 
@@ -706,7 +709,10 @@ class Broker:
         """Dispatch met an expired message: count it, dead-letter it if persistent."""
         source.expired_count += 1
         ops: list = []
-        self._dead_letter(source, message, "Message Expired. Expiration:%d" % message.expires, ops)
+        # in ActiveMQ's words (the cause is a Throwable there)
+        self._dead_letter(source, message,
+                          "java.lang.Throwable: Message Expired. Expiration:%d" % message.expires,
+                          ops)
         self._persist(ops).addErrback(lambda f: log.failure("expiring message", f))
 
     def expire_now(self) -> None:

@@ -49,7 +49,7 @@ CLIENT_COMMANDS = frozenset(("CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRI
 _NOT_PROPERTIES = frozenset((
     "destination", "message-id", "redelivered", "subscription", "JMSXUserID", "ack", "transaction",
     "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
-    "correlation-id", "reply-to", "type", "amq-msg-type"))
+    "correlation-id", "reply-to", "type"))
 
 # headers that set a JMS field of the message rather than a property (ActiveMQ's setters)
 _JMS_FIELDS = frozenset((
@@ -403,6 +403,10 @@ class StompSession:
         msg_type = h.get("amq-msg-type")
         is_bytes = msg_type == "bytes" if msg_type in ("bytes", "text") else "content-length" in h
         properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
+        if msg_type == "text" and "content-length" in h:
+            # ActiveMQ keeps the length of a text message said to be text as a property: it
+            # comes back on the MESSAGE (amq-msg-type itself is kept as any other header)
+            properties["content-length"] = h["content-length"]
         message = Message(
             "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
             properties=properties, persistent=h.get("persistent", "").strip().lower() == "true",
