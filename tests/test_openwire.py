@@ -29,6 +29,7 @@ EXPECTED = {
         "text  persistent=false",
         "more=false"],
     "topic": ["a: m0 m1 m2 m3 m4", "b: m0 m1 m2 m3 m4"],
+    "nolocal": ["all: own theirs", "noLocal: theirs more=false"],
     "headers": [
         "text with headers big=Long:1099511627776 by=Byte:-3 color=String:red count=Integer:7 "
         "f=Float:1.5 flag=Boolean:true ratio=Double:0.25 sh=Short:12",

@@ -78,12 +78,13 @@ class Destination(NamedTuple):
         return self.stomp()
 
 
-def split_stomp(text: str, fallback: bool = False) -> list[tuple[str, str]]:
+def split_stomp(text: str, fallback: bool = False, on_fallback=None) -> list[tuple[str, str]]:
     """Split a (possibly composite) STOMP destination header into (prefix, name) pairs.
 
     fallback=True (a SEND's or SUBSCRIBE's destination): a name without a known prefix is a
     queue of exactly that name, as ActiveMQ's unresolvable-destination fallback makes it
-    ("orders" and "/foo/x" are queues, seen again as "/queue/orders" and "/queue//foo/x").
+    ("orders" and "/foo/x" are queues, seen again as "/queue/orders" and "/queue//foo/x");
+    `on_fallback(name)` hears of each such name.
     Raises DestinationError with a message a user can act on.
     """
     parts = [p.strip() for p in text.split(",")]
@@ -108,6 +109,8 @@ def split_stomp(text: str, fallback: bool = False) -> list[tuple[str, str]]:
                 continue
             if fallback:
                 result.append(("/queue/", part))
+                if on_fallback is not None:
+                    on_fallback(part)
                 continue
             raise DestinationError(
                 "Unknown destination %r: STOMP destinations must begin with one of %s"

@@ -23,6 +23,7 @@ public class OwClient {
             switch (argv[0]) {
                 case "types": types(); break;
                 case "topic": topic(); break;
+                case "nolocal": noLocal(); break;
                 case "headers": headers(); break;
                 case "acks": acks(); break;
                 case "individual": individual(); break;
@@ -177,6 +178,21 @@ public class OwClient {
         out(la.toString());
         out(lb.toString());
         c.close();
+    }
+
+    // a noLocal subscriber does not get what its own connection publishes
+    static void noLocal() throws JMSException {
+        Connection c = connect(null), other = connect(null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Session os = other.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Topic t = s.createTopic(prefix + ".nolocal");
+        MessageConsumer local = s.createConsumer(t, null, true), all = s.createConsumer(t);
+        s.createProducer(t).send(s.createTextMessage("own"));
+        os.createProducer(t).send(os.createTextMessage("theirs"));
+        out("all: " + ((TextMessage) expect(all)).getText() + " " + ((TextMessage) expect(all)).getText());
+        out("noLocal: " + ((TextMessage) expect(local)).getText() + " more=" + (local.receive(300) != null));
+        c.close();
+        other.close();
     }
 
     // properties, priority, correlation id, type, reply-to, expiration

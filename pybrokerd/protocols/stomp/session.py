@@ -339,12 +339,20 @@ class StompSession:
         if cached is not None:
             return cached
         found = [self._destination(prefix, name)
-                 for prefix, name in split_stomp(text, fallback=True)]
+                 for prefix, name in split_stomp(text, fallback=True, on_fallback=self._bare)]
         if not any(d.is_temporary for d in found):
             if len(self._dest_cache) >= 256:
                 self._dest_cache.clear()
             self._dest_cache[text] = found
         return found
+
+    def _bare(self, name: str) -> None:
+        # ActiveMQ makes it a queue without a word; a typo ("queue/x") then feeds a queue
+        # nobody reads, so say so where an operator looks (once per name and connection:
+        # the destination cache remembers it)
+        log.info("STOMP {connection}: destination {name!r} has no /queue/ or /topic/ prefix: "
+                 "it is the queue {queue} (as in ActiveMQ)", connection=self.connection_id,
+                 name=name, queue="/queue/" + name)
 
     def _destination(self, prefix: str, name: str) -> Destination:
         kind = _TEMP_PREFIXES.get(prefix)
