@@ -88,6 +88,9 @@ def test_composite_send_and_subscribe(raw):
     got = [c.recv_command("MESSAGE") for _ in range(2)]
     assert sorted(m.headers["destination"] for m in got) == sorted([a, b])
     assert got[0].headers["message-id"] == got[1].headers["message-id"]
+    # as ActiveMQ: the composite it was sent to, in ActiveMQ's notation
+    composite = "%s,queue://%s,topic://%s" % (a, b[len("/queue/"):], topic[len("/topic/"):])
+    assert [m.headers["original-destination"] for m in got] == [composite, composite]
 
 
 def test_a_name_without_prefix_is_a_queue_of_that_name(raw):

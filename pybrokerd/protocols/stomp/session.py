@@ -381,6 +381,14 @@ class StompSession:
         if has_scheduling_headers(message.properties):
             parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
         copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
+        if len(copies) > 1:
+            # ActiveMQ: each copy remembers the composite it was sent to, in its own notation
+            # ("/queue/a,queue://b,topic://c" as a STOMP header)
+            first = destinations[0]
+            composite = Destination(first.kind, first.name + "".join(
+                ",%s://%s" % (d.kind, d.name) for d in destinations[1:]))
+            for copy in copies:
+                copy.original_destination = composite
         usage = self.broker.flow_blocker(copies)
         if usage is not None:
             self._block(frame, usage, message)
