@@ -271,8 +271,18 @@ class Scheduler:
         d = self.jobs_store.schedule(job, message)
         if first - now <= HOT_WINDOW and len(self._hot) < HOT_LIMIT:
             self._hot[job_id] = message  # fires soon: no store read then
-        self._add(job)
-        self._arm()
+
+        # a job runs only once it is stored: never a delivery of a send that then fails, and
+        # (as ActiveMQ) the sender's RECEIPT comes before even a zero delay's delivery
+        def stored(result):
+            self._add(job)
+            self._arm()
+            return result
+
+        def failed(failure):
+            self._hot.pop(job_id, None)
+            return failure
+        d.addCallbacks(stored, failed)
         return d
 
     def _add(self, job: Job) -> None:

@@ -40,6 +40,17 @@ def test_repeat_with_period(raw):
     assert c.maybe_recv(0.4) is None
 
 
+def test_a_zero_delay_is_delivered_after_the_senders_receipt(raw):
+    """As ActiveMQ: the job is stored first (the RECEIPT), then it runs."""
+    dest = q()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+    c.send("SEND", {"destination": dest, "AMQ_SCHEDULED_DELAY": "0", "receipt": "z"}, b"zero")
+    first, second = c.recv(5), c.recv(5)
+    assert (first.command, second.command) == ("RECEIPT", "MESSAGE")
+    assert second.body == b"zero" and second.headers["scheduledJobId"]
+
+
 @pytest.mark.parametrize("header,value", [("AMQ_SCHEDULED_DELAY", "abc"),
                                           ("AMQ_SCHEDULED_PERIOD", "-1"),
                                           ("AMQ_SCHEDULED_CRON", "61 * * * *")])
