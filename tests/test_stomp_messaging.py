@@ -127,6 +127,19 @@ def test_amq_msg_type_comes_back_as_sent(raw):
     assert "amq-msg-type" not in plain and "content-length" not in plain
 
 
+def test_a_subscription_transformation_is_named_on_text_messages(raw):
+    """As ActiveMQ: a subscription with a transformation gets it as a header on text
+    messages (not on bytes messages)."""
+    dest = q()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1", "transformation": "jms-json"})
+    c.send("SEND", {"destination": dest}, b"text")
+    c.send("SEND", {"destination": dest, "content-length": "5"}, b"bytes")
+    text, data = c.recv_command("MESSAGE"), c.recv_command("MESSAGE")
+    assert text.body == b"text" and text.headers["transformation"] == "jms-json"
+    assert data.body == b"bytes" and "transformation" not in data.headers
+
+
 def test_large_message(raw):
     dest = q()
     c = raw()

@@ -678,7 +678,8 @@ class StompSession:
         return "%s:%d" % (self.connection_id, next(self._ack_seq))
 
     def deliver(self, consumer: Consumer, message: Message, ack_id: str | None) -> None:
-        if message.map_body is not None or consumer.implicit_id or self._temp_names:
+        if (message.map_body is not None or consumer.implicit_id or self._temp_names
+                or consumer.transformation is not None):
             self._emit(self._message_frame(consumer, message, ack_id))
             return
         # the frame around `subscription` and `ack` is the same for every subscriber of this
@@ -743,6 +744,8 @@ class StompSession:
         body = message.body
         if message.map_body is not None:
             body, h["transformation"] = render_map(message.map_body, consumer.transformation)
+        elif consumer.transformation is not None and not message.is_bytes:
+            h["transformation"] = consumer.transformation  # ActiveMQ names it on text too
         if message.is_bytes or b"\x00" in body:
             h["content-length"] = str(len(body))
         if consumer.implicit_id:
