@@ -1,6 +1,7 @@
-"""Twisted glue shared by the AMQP and OpenWire listeners: a Protocol that counts itself
-against the connection limits, turns on TCP_NODELAY, feeds bytes to its protocol connection
-object (sans Twisted) and tells it when the socket's send buffer is full or has room."""
+"""Twisted glue shared by the STOMP, AMQP and OpenWire listeners: a Protocol that counts
+itself against the connection limits, turns on TCP_NODELAY, feeds bytes to its protocol
+connection object (sans Twisted) and tells it when the socket's send buffer is full or has
+room."""
 
 from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
@@ -25,8 +26,10 @@ class ConnectionProtocol(protocol.Protocol):
             factory.limits.count(self.address, +1)
             self.counted = True
         else:
-            log.warn("refusing an {label} connection from {address}: {reason}",
+            log.warn("refused a connection ({label}) from {address}: {reason}",
                      label=factory.label, address=self.address, reason=refusal)
+        # small frames (a RECEIPT behind a stream of MESSAGEs) must not wait for the peer's
+        # delayed ACK (Nagle): 40 ms each otherwise
         try:
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
@@ -34,6 +37,9 @@ class ConnectionProtocol(protocol.Protocol):
         self.connection = factory.make_connection(
             self, "tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?")),
             refusal)
+        if self.connection is None:
+            return  # refused, and told so by the factory
+        # the transport says when its send buffer is full: deliveries pause until it drains
         self.transport.registerProducer(self, True)
         factory.connections.add(self.connection)
         start = getattr(self.connection, "start", None)
@@ -96,4 +102,6 @@ class ConnectionFactory(protocol.Factory):
         self.limits = ConnectionLimits(max_connections, max_per_address)
 
     def make_connection(self, link, peer: str, refusal):
+        """The protocol's connection object for a new socket; with a refusal (a connection
+        limit), one that tells the client and closes, or None once the factory has."""
         raise NotImplementedError
