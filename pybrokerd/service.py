@@ -269,10 +269,7 @@ class BrokerService(service.Service):
                  "subscriptions", n=purged, s=len(subs))
 
     def _abort_connections(self):
-        if self.stomp_factory is not None:
-            for session in list(self.stomp_factory.sessions):
-                session.link.transport.abortConnection()
-        for factory in (self.amqp_factory, self.openwire_factory):
+        for factory in (self.stomp_factory, self.amqp_factory, self.openwire_factory):
             if factory is not None:
                 for connection in list(factory.connections):
                     connection.link.transport.abortConnection()

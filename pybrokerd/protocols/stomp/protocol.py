@@ -1,28 +1,17 @@
 """Twisted glue for STOMP: the shared connection glue, making a StompSession per socket."""
 
-from pybrokerd.protocols.glue import ConnectionFactory, ConnectionProtocol
+from pybrokerd.protocols.glue import ConnectionFactory
 from pybrokerd.protocols.stomp.codec import serialize
 from pybrokerd.protocols.stomp.session import StompConfig, StompSession
 
 
-class StompProtocol(ConnectionProtocol):
-    @property
-    def session(self) -> StompSession | None:
-        return self.connection
-
-
 class StompFactory(ConnectionFactory):
-    protocol = StompProtocol
     label = "STOMP"
 
     def __init__(self, broker, ids, clock=None, config: StompConfig | None = None):
         self.config = config or StompConfig()
         super().__init__(broker, ids, clock=clock, max_connections=self.config.max_connections,
                          max_per_address=self.config.max_connections_per_address)
-
-    @property
-    def sessions(self) -> set:
-        return self.connections
 
     def make_connection(self, link, peer: str, refusal):
         if refusal is not None:

@@ -410,12 +410,7 @@ class StompSession:
         timestamp = _int_header(h, "timestamp", 0) or None
         reply_to = h.get("reply-to")
         if reply_to:
-            try:
-                parts = split_stomp(reply_to)
-                if len(parts) == 1:
-                    reply_to = self._destination(*parts[0])
-            except DestinationError:
-                pass  # ActiveMQ keeps an unparseable reply-to as a plain string
+            reply_to = self._reply_to(reply_to)
         msg_type = h.get("amq-msg-type")
         is_bytes = msg_type == "bytes" if msg_type in ("bytes", "text") else "content-length" in h
         properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
@@ -461,12 +456,16 @@ class StompSession:
                 if value.strip().lower() == "true":
                     message.redelivery_count = max(message.redelivery_count, 1)
             elif name == "JMSReplyTo" and value:
-                try:
-                    parts = split_stomp(value, fallback=True)
-                    if len(parts) == 1:
-                        message.reply_to = self._destination(*parts[0])
-                except DestinationError:
-                    message.reply_to = value
+                message.reply_to = self._reply_to(value, fallback=True)
+
+    def _reply_to(self, text: str, fallback: bool = False):
+        """A reply-to as a destination; ActiveMQ keeps one it cannot parse as a plain string
+        (and JMSReplyTo, made by its destination factory, takes a bare name as a queue)."""
+        try:
+            parts = split_stomp(text, fallback=fallback)
+        except DestinationError:
+            return text
+        return self._destination(*parts[0]) if len(parts) == 1 else text
 
     # == SUBSCRIBE / UNSUBSCRIBE ============================================================
     def on_subscribe(self, frame, receipt) -> None:
