@@ -3,6 +3,7 @@ wildcards, composites, browsing, prefetch, exclusivity, groups, selectors, expir
 
 import time
 
+from pybrokerd.protocols.stomp.codec import serialize
 from support import unique
 
 
@@ -547,6 +548,22 @@ def test_receipt_of_a_persistent_send_comes_before_the_message_it_dispatches(raw
     order = [f.headers.get("receipt-id") or f.body.decode() for f in seen]
     for i in range(3):
         assert order.index("r%d" % i) < order.index("%d" % i), order
+
+
+def test_messages_keep_their_order_when_some_wait_behind_a_store_write(raw):
+    """ACKing a persistent message (its remove goes to the store) dispatches the next one;
+    ACKing a non-persistent one right after (nothing to store) dispatches the one after
+    that: they still arrive in queue order."""
+    dest = q()
+    p = raw()
+    for i, persistent in enumerate(["true", "false", "true", "false", "true"]):
+        p.receipt("SEND", {"destination": dest, "persistent": persistent}, b"%d" % i)
+    c = raw()
+    sub(c, dest, ack="client-individual", **{"activemq.prefetchSize": "2"})
+    first = [c.recv_command("MESSAGE") for _ in range(2)]
+    assert [m.body for m in first] == [b"0", b"1"]
+    c.send_raw(b"".join(serialize("ACK", {"id": m.headers["ack"]}, b"", "1.2") for m in first))
+    assert bodies(c, 2) == [b"2", b"3"]
 
 
 def test_group_headers_are_not_echoed(raw):

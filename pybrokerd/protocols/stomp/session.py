@@ -120,6 +120,11 @@ class StompSession:
         self._blocked = False  # a SEND waits for room (flow control): reading is paused
         self._flow_wait = None
         self._receipts: collections.deque = collections.deque()
+        # the last entry of _receipts that MESSAGE frames must follow (one with a RECEIPT to
+        # send, or with MESSAGEs already behind it), or None: MESSAGEs leave in the order
+        # they were made, whichever path (a frame of ours, another connection, a refill
+        # from the store) made them
+        self._barrier = None
         self._late_acks: dict[str, None] = {}  # ids in flight to subscriptions since closed
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
@@ -156,14 +161,8 @@ class StompSession:
             self._dispatch_frame(frame)
         finally:
             held, self._held = self._held, None
-            if held:
-                if self._receipts and not self._receipts[-1][1]:
-                    # the answer waits for the store (a persistent SEND's RECEIPT is sent
-                    # once the message is on disk): the MESSAGEs wait behind it
-                    self._receipts[-1][3].extend(held)
-                else:
-                    for data in held:
-                        self._send(data)
+            for data in held:
+                self._emit(data)
 
     def _dispatch_frame(self, frame) -> None:
         command = frame.command
@@ -216,7 +215,7 @@ class StompSession:
         finally:
             held, self._held = self._held, None
             for data in held:
-                self._send(data)
+                self._emit(data)
         self._replay(waiting)
 
     def _replay(self, frames) -> None:
@@ -752,9 +751,13 @@ class StompSession:
         return serialize("MESSAGE", h, body, self.version)
 
     def _emit(self, data: bytes) -> None:
-        """A MESSAGE frame: held back while this connection's own frame is being answered."""
+        """A MESSAGE frame: held back while this connection's own frame is being answered,
+        and behind a RECEIPT still waiting for the store (a persistent SEND's RECEIPT is
+        sent once the message is on disk) or MESSAGEs already waiting there."""
         if self._held is not None:
             self._held.append(data)
+        elif self._barrier is not None:
+            self._barrier[3].append(data)
         else:
             self._send(data)
 
@@ -796,6 +799,8 @@ class StompSession:
             # already fired: a failure is still surfaced
             done.addErrback(lambda f, entry=entry: entry.__setitem__(2, self._failure_text(f)))
         self._receipts.append(entry)
+        if receipt is not None:
+            self._barrier = entry
         self._flush_receipts()
 
     def _failure_text(self, failure) -> str:
@@ -810,7 +815,10 @@ class StompSession:
 
     def _flush_receipts(self) -> None:
         while self._receipts and self._receipts[0][1]:
-            receipt, _, failure, after = self._receipts.popleft()
+            entry = self._receipts.popleft()
+            if entry is self._barrier:
+                self._barrier = None  # and no entry after it holds MESSAGEs
+            receipt, _, failure, after = entry
             if failure is not None:
                 self._error(failure, receipt=receipt)
             elif receipt is not None:
