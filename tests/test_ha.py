@@ -267,6 +267,7 @@ def test_stomp_py_host_list_follows_the_master(tmp_path):
     dest = "/queue/" + unique()
     received = []
     reconnected = threading.Event()
+    over = threading.Event()  # the test is done: the brokers are gone, stop reconnecting
 
     class Listener(stomp.ConnectionListener):
         def on_message(self, frame):
@@ -276,12 +277,14 @@ def test_stomp_py_host_list_follows_the_master(tmp_path):
             # what stomp.py's docs tell applications to do: connect again (it walks the host
             # list) and subscribe again
             def again():
-                try:
-                    conn.connect(wait=True)
-                except stomp.exception.ConnectFailedException:
-                    return  # the test is over and both brokers are gone
-                conn.subscribe(dest, id="1", ack="auto")
-                reconnected.set()
+                while not over.is_set():
+                    try:
+                        conn.connect(wait=True)
+                        conn.subscribe(dest, id="1", ack="auto")
+                    except (stomp.exception.StompException, OSError):
+                        continue  # the socket broke meanwhile: walk the list again
+                    reconnected.set()
+                    return
             threading.Thread(target=again, daemon=True).start()
 
     conn = stomp.Connection12([("127.0.0.1", a.fixed_port), ("127.0.0.1", b.fixed_port)],
@@ -302,6 +305,7 @@ def test_stomp_py_host_list_follows_the_master(tmp_path):
         c.receipt("SEND", {"destination": dest, "persistent": "true"}, b"after")
         assert wait_until(lambda: received == ["before", "after"], 5), received
     finally:
+        over.set()
         try:
             conn.disconnect()
         except Exception:
