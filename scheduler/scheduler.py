@@ -21,8 +21,9 @@ import heapq
 import itertools
 import json
 import os
+import time
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -86,14 +87,20 @@ def parse(props) -> dict:
     """Validate the scheduling headers of a message; return its schedule."""
     delay = _number(props, DELAY)
     period = _number(props, PERIOD)
-    repeat = _number(props, REPEAT, minimum=-1)
+    repeat = _number(props, REPEAT)  # ActiveMQ 5.17 refuses a negative one too
     if repeat > MAX_REPEAT:
         raise ScheduleError("%s of %d is over the limit of %d" % (REPEAT, repeat, MAX_REPEAT))
-    cron = (props.get(CRON) or "").strip() or None
+    cron = props.get(CRON)
     if cron is not None:
+        cron = cron.strip()
         if len(cron.split()) != 5 or not croniter.is_valid(cron):
             raise ScheduleError("%s %r is not a valid 5-field cron expression "
                                 "(minute hour day-of-month month day-of-week)" % (CRON, cron))
+        try:
+            next_cron_time(cron, int(time.time() * 1000))
+        except CroniterError:
+            raise ScheduleError("%s %r never names a date (such as 31 February): the message "
+                                "would never be delivered" % (CRON, cron)) from None
     return {"delay": delay, "period": period, "repeat": repeat, "cron": cron}
 
 
@@ -343,7 +350,12 @@ class Scheduler:
             d.addErrback(lambda f: log.failure("starting a cron series", f))
         runs = job.runs
         if job.cron is not None:
-            job.next_time = next_cron_time(job.cron, max(now, job.next_time))
+            try:
+                job.next_time = next_cron_time(job.cron, max(now, job.next_time))
+            except CroniterError:  # no date left for it (croniter looks some years ahead)
+                log.warn("cron job {job} ({cron}) names no later date: it ends", job=job.job_id,
+                         cron=job.cron)
+                repeating = False
         elif job.repeat != 0:
             job.next_time = job.next_time + max(job.period, 1)
             if job.next_time < now - job.period * 10 and job.period > 0:
@@ -405,6 +417,8 @@ class Scheduler:
 
     # -- management ----------------------------------------------------------------------
     def _window(self, props):
+        # one bound alone counts (ActiveMQ ignores it: a REMOVEALL with only a start time
+        # removes every job there; we remove only those from that time on)
         start = _number(props, START_TIME) if START_TIME in props else None
         end = _number(props, END_TIME) if END_TIME in props else None
         return start, end
@@ -427,7 +441,7 @@ class Scheduler:
     def manage(self, request) -> defer.Deferred:
         """A message sent to ActiveMQ.Scheduler.Management: BROWSE, REMOVE or REMOVEALL."""
         props = request.properties
-        action = (props.get(ACTION) or "").strip().upper()
+        action = props.get(ACTION)  # exact, as ActiveMQ ("browse" is not an action)
         if action == "BROWSE":
             if request.reply_to is None:
                 raise ScheduleError("BROWSE needs a reply-to header naming where to send the jobs")
@@ -436,7 +450,9 @@ class Scheduler:
                 stored = yield self.jobs_store.message(job.job_id)
                 if stored is None:
                     continue
-                reply = stored.copy(message_id=job.job_id, persistent=False, seq=0,
+                # a fresh id per reply, as ActiveMQ (the job's id is in scheduledJobId)
+                reply = stored.copy(message_id="%s:browse:%d" % (self._prefix, next(self._ids)),
+                                    persistent=False, seq=0,
                                     destination=request.reply_to if isinstance(request.reply_to, Destination)
                                     else None, type="Advisory",
                                     original_destination=stored.destination)

@@ -53,11 +53,15 @@ def test_a_zero_delay_is_delivered_after_the_senders_receipt(raw):
 
 @pytest.mark.parametrize("header,value", [("AMQ_SCHEDULED_DELAY", "abc"),
                                           ("AMQ_SCHEDULED_PERIOD", "-1"),
-                                          ("AMQ_SCHEDULED_CRON", "61 * * * *")])
+                                          ("AMQ_SCHEDULED_REPEAT", "-1"),
+                                          ("AMQ_SCHEDULED_CRON", "61 * * * *"),
+                                          ("AMQ_SCHEDULED_CRON", ""),
+                                          ("AMQ_SCHEDULED_CRON", "0 0 31 2 *")])
 def test_bad_schedule_is_an_error_naming_the_header(raw, header, value):
     c = raw()
-    frame = c.receipt("SEND", {"destination": q(), header: value}, b"x")
-    assert frame.command == "ERROR" and header in frame.headers["message"]
+    headers = {"destination": q(), "AMQ_SCHEDULED_PERIOD": "1000", header: value}
+    frame = c.receipt("SEND", headers, b"x")
+    assert frame.command == "ERROR" and header in frame.headers["message"], frame
     assert c.receipt("BEGIN", {"transaction": "still-open"}).command == "RECEIPT"
 
 
@@ -120,6 +124,16 @@ def test_management_browse_remove_removeall():
         assert browse(c, reply) == []
         frame = manage(c, "EXPLODE")
         assert frame.command == "ERROR" and "BROWSE" in frame.headers["message"]
+        # the action is matched exactly, as ActiveMQ: "removeall" removes nothing
+        c.receipt("SEND", {"destination": dest, "AMQ_SCHEDULED_DELAY": "60000"}, b"j")
+        assert manage(c, "removeall").command == "ERROR"
+        kept = browse(c, reply)
+        assert len(kept) == 1
+        # each BROWSE reply is a new message (the job is named by scheduledJobId)
+        again = browse(c, reply)
+        assert kept[0].headers["scheduledJobId"] == again[0].headers["scheduledJobId"]
+        assert kept[0].headers["message-id"] != again[0].headers["message-id"]
+        assert kept[0].headers["message-id"] != kept[0].headers["scheduledJobId"]
     finally:
         proc.stop()
 
