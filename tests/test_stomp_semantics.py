@@ -399,6 +399,42 @@ def test_round_robin_between_consumers(raw):
     assert bodies(b, 3) == [b"1", b"3", b"5"]
 
 
+def test_consumer_priority_highest_first_lower_ones_when_it_is_full(raw):
+    """activemq.priority, as ActiveMQ: the highest-priority consumer with room gets the
+    message; round robin among equals; a lower one only when the higher ones are full."""
+    dest = q()
+    lo, hi = raw(), raw()
+    sub(lo, dest, ack="client-individual", **{"activemq.priority": "1", "activemq.prefetchSize": "1"})
+    sub(hi, dest, ack="client-individual", **{"activemq.priority": "10", "activemq.prefetchSize": "1"})
+    p = raw()
+    p.receipt("SEND", {"destination": dest}, b"0")
+    assert hi.recv_command("MESSAGE").body == b"0"
+    p.receipt("SEND", {"destination": dest}, b"1")  # hi is full
+    assert lo.recv_command("MESSAGE").body == b"1"
+    nothing_more(hi)
+    dest2 = q()
+    a, b, top = raw(), raw(), raw()
+    sub(a, dest2, **{"activemq.priority": "5"})
+    sub(b, dest2, **{"activemq.priority": "5"})
+    for i in range(2):
+        p.receipt("SEND", {"destination": dest2}, b"%d" % i)
+    assert bodies(a, 1) + bodies(b, 1) == [b"0", b"1"]  # equals: round robin
+    sub(top, dest2, **{"activemq.priority": "9"})
+    for i in range(2, 5):
+        p.receipt("SEND", {"destination": dest2}, b"%d" % i)
+    assert bodies(top, 3) == [b"2", b"3", b"4"]
+    nothing_more(a)
+    nothing_more(b)
+
+
+def test_a_consumer_priority_that_is_not_a_byte_is_ignored(raw):
+    dest = q()
+    c = raw()
+    sub(c, dest, **{"activemq.priority": "high"})  # as ActiveMQ: no error, default priority
+    raw().receipt("SEND", {"destination": dest}, b"x")
+    assert bodies(c, 1) == [b"x"]
+
+
 def test_exclusive_consumer_gets_everything_then_fails_over(raw):
     dest = q()
     a, b = raw(), raw()

@@ -78,7 +78,7 @@ class Consumer:
     def __init__(self, session, subscription_id: str, destinations: list[Destination], *,
                  ack_mode: str = AUTO, selector: Callable | None = None, selector_text: str = "",
                  prefetch: int = 1000, exclusive: bool = False, durable_name: str | None = None,
-                 client_id: str | None = None, no_local: bool = False):
+                 client_id: str | None = None, no_local: bool = False, priority: int = 0):
         self.session = session
         self.subscription_id = subscription_id
         self.destinations = destinations
@@ -90,6 +90,10 @@ class Consumer:
         self.durable_name = durable_name
         self.client_id = client_id
         self.no_local = no_local
+        # ActiveMQ's consumer priority: a queue gives its messages to the highest-priority
+        # consumers with room first (round robin among those), to lower ones only when the
+        # higher ones are full
+        self.priority = priority
         # noLocal: what its own connection sends is not for it.  A message id begins with
         # the id of the connection that sent it (as ActiveMQ's producer ids), which is how
         # the topic subscription tells them apart
@@ -280,6 +284,7 @@ class MessageQueue:
         self.consumers: list[Consumer] = []
         self.groups: dict[str, Consumer] = {}
         self._next_consumer = 0
+        self._by_priority = False  # some consumer has a priority of its own
         self._dispatching = False
         self._again = False
         # True after a full pass found nothing it could hand out; cleared whenever consumers or
@@ -358,12 +363,14 @@ class MessageQueue:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         consumer.sources.append(self)
+        self._by_priority = any(c.priority for c in self.consumers)
         self.wake()
 
     def remove_consumer(self, consumer: Consumer) -> list[Message]:
         """Detach a consumer; return (and stop tracking) its unacked messages from here."""
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            self._by_priority = any(c.priority for c in self.consumers)
         if consumer.sources and self in consumer.sources:
             consumer.sources.remove(self)
         for group, owner in list(self.groups.items()):
@@ -499,6 +506,20 @@ class MessageQueue:
         consumers = self.consumers
         n = len(consumers)
         start = self._next_consumer % n if n else 0
+        if self._by_priority:
+            # the first taker in round-robin order among those of the highest priority
+            best, best_position = None, 0
+            for i in range(n):
+                position = (start + i) % n
+                c = consumers[position]
+                if ((best is None or c.priority > best.priority) and c in candidates
+                        and self._accepts(c, message)):
+                    best, best_position = c, position
+            if best is not None:
+                self._next_consumer = best_position + 1
+                if group is not None:
+                    self.groups[group] = best
+            return best
         for i in range(n):
             position = (start + i) % n
             c = consumers[position]

@@ -580,7 +580,7 @@ class OpenWireConnection:
             info, self, key, dests, ack_mode=CLIENT_INDIVIDUAL, selector=selector,
             selector_text=selector_text, prefetch=max(info.prefetchSize, 1),
             exclusive=info.exclusive, durable_name=durable, client_id=self.client_id,
-            no_local=info.noLocal)
+            no_local=info.noLocal, priority=info.priority or 0)
         self.consumers[key] = consumer
         try:
             self.broker.subscribe(consumer)  # its dispatches are held until the Response

@@ -506,7 +506,8 @@ class StompSession:
             selector_text=selector_text, prefetch=prefetch,
             exclusive=h.get("activemq.exclusive", "").lower() == "true",
             durable_name=durable_name, client_id=self.client_id or self.connection_id,
-            no_local=h.get("activemq.noLocal", "").lower() == "true")
+            no_local=h.get("activemq.noLocal", "").lower() == "true",
+            priority=_consumer_priority(h.get("activemq.priority")))
         consumer.implicit_id = implicit_id
         consumer.transformation = h.get("transformation")  # how map messages are rendered
         # As ActiveMQ: with a receipt, the RECEIPT goes out before the first MESSAGE.
@@ -916,6 +917,15 @@ def _int_header(headers, name: str, default: int, value: str | None = None) -> i
         return int(value.strip())
     except ValueError:
         raise ProtocolError("Invalid %s header %r: expected an integer" % (name, _clip(value)))
+
+
+def _consumer_priority(value: str | None) -> int:
+    """activemq.priority: a Java byte; ActiveMQ ignores a value it cannot set (so do we)."""
+    try:
+        priority = int(value.strip()) if value is not None else 0
+    except ValueError:
+        return 0
+    return priority if -128 <= priority <= 127 else 0
 
 
 def _clip(text: str, limit: int = 100) -> str:
