@@ -1,5 +1,7 @@
 """CONNECT, version negotiation, framing errors and limits, over raw sockets."""
 
+import socket
+
 import pytest
 
 from support import RawStomp, unique
@@ -203,6 +205,21 @@ def test_duplicate_client_id_is_refused(raw):
     assert frame.command == "ERROR"
     assert cid in frame.headers["message"]
     assert c.wait_closed()
+
+
+def test_an_error_before_connected_is_not_escaped(broker, raw):
+    """No version is agreed yet: the ERROR's headers are written as STOMP 1.0 (ActiveMQ)."""
+    cid = unique("cid")
+    raw(**{"client-id": cid})
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+        s.sendall(b"CONNECT\naccept-version:1.2\nclient-id:%s\n\n\x00" % cid.encode())
+        data = b""
+        while b"\x00" not in data:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"ERROR\n")
+    assert b"\nmessage:Broker: " in data and b"\\c" not in data, data
 
 
 def test_client_id_is_free_again_after_disconnect(raw):

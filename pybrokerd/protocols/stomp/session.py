@@ -776,7 +776,9 @@ class StompSession:
         if receipt is not None:
             headers["receipt-id"] = receipt
         headers["message"] = text
-        self._write("ERROR", headers, (text + "\n").encode("utf-8"))
+        # before CONNECTED no version is agreed: headers go unescaped, as STOMP 1.0 (ActiveMQ)
+        self._send(serialize("ERROR", headers, (text + "\n").encode("utf-8"),
+                             self.version if self.connected else "1.0"))
         if fatal:
             self._close()
 
