@@ -349,6 +349,25 @@ def test_queue_browser_sees_without_consuming(raw):
     assert bodies(d, 2) == [b"a", b"b"]
 
 
+def test_a_browser_in_client_ack_mode_names_acks_that_change_nothing(raw):
+    """As ActiveMQ: the MESSAGEs carry an ack; an ACK gets its RECEIPT and the message
+    stays; a NACK is refused (the connection stays usable)."""
+    dest = q()
+    p = raw()
+    for body in (b"a", b"b"):
+        p.receipt("SEND", {"destination": dest}, body)
+    c = raw()
+    sub(c, dest, sid="b", browser="true", ack="client-individual")
+    first, second, end = [c.recv_command("MESSAGE") for _ in range(3)]
+    assert first.headers["ack"] and second.headers["ack"] and end.headers["browser"] == "end"
+    assert c.receipt("ACK", {"id": first.headers["ack"]}).command == "RECEIPT"
+    refused = c.receipt("NACK", {"id": second.headers["ack"]})
+    assert refused.command == "ERROR" and "Browser" in refused.headers["message"]
+    d = raw()
+    sub(d, dest)
+    assert bodies(d, 2) == [b"a", b"b"]
+
+
 def test_browsing_is_refused_on_1_0(raw):
     c = raw(version="1.0")
     c.send("SUBSCRIBE", {"destination": q(), "browser": "true", "receipt": "r"})

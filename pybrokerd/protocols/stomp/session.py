@@ -125,7 +125,8 @@ class StompSession:
         # they were made, whichever path (a frame of ours, another connection, a refill
         # from the store) made them
         self._barrier = None
-        self._late_acks: dict[str, None] = {}  # ids in flight to subscriptions since closed
+        # ids in flight to subscriptions since closed (None), or shown by a browser (_BROWSED)
+        self._late_acks: dict[str, str | None] = {}
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
         self._read_timer = self._write_timer = None
@@ -489,7 +490,7 @@ class StompSession:
         selector_text = (h.get("selector") or "").strip()
         selector = compile_selector(selector_text) if selector_text else None
         if h.get("browser", "").lower() == "true":
-            self._browse(sub_id, destinations, selector, receipt)
+            self._browse(sub_id, destinations, selector, receipt, ack_mode)
             return
         durable_name = h.get("activemq.subscriptionName") or None
         if durable_name is not None and any(d.is_queue for d in destinations):
@@ -519,12 +520,12 @@ class StompSession:
         for source in consumer.sources:
             source.wake()
 
-    def _browse(self, sub_id, destinations, selector, receipt) -> None:
+    def _browse(self, sub_id, destinations, selector, receipt, ack_mode=AUTO) -> None:
         if self.version == "1.0":
             raise ProtocolError("Queue Browser feature only valid for Stomp v1.1+ clients!")
         if any(d.is_topic for d in destinations):
             raise ProtocolError("Only queues can be browsed")
-        browser = Consumer(self, sub_id, destinations, ack_mode=AUTO)
+        browser = Consumer(self, sub_id, destinations, ack_mode=ack_mode)
         browser.closed = True  # never attached to a queue: nothing is consumed
         self.subscriptions[sub_id] = browser
         self._receipt(receipt)
@@ -532,7 +533,15 @@ class StompSession:
 
         def send(messages):
             for message in messages:
-                self.deliver(browser, message, None)
+                if ack_mode == AUTO:
+                    self.deliver(browser, message, None)
+                    continue
+                # as ActiveMQ: a browser in a client ack mode names an ack that does
+                # nothing (the message stays in the queue); a NACK of it is refused
+                ack_id = self.next_ack_id()
+                self._remember_late(ack_id if self.version == "1.2" else message.message_id,
+                                    _BROWSED)
+                self.deliver(browser, message, ack_id)
             self._emit(serialize("MESSAGE", {"subscription": sub_id, "message-id": "0",
                                              "browser": "end",
                                              "destination": h_join(self, destinations)},
@@ -564,12 +573,16 @@ class StompSession:
             raise ProtocolError("No subscription matched.")
         # an ACK of what it had in flight may still come (a client acks what it processed):
         # ActiveMQ answers it as usual, though the messages went back to the queue
-        late = self._late_acks
         for ack_id, delivery in consumer.in_flight.items():
-            late[ack_id if self.version == "1.2" else delivery.message.message_id] = None
+            self._remember_late(ack_id if self.version == "1.2" else delivery.message.message_id)
+        self._receipt(receipt, self.broker.unsubscribe(consumer))
+
+    def _remember_late(self, shown: str, kind=None) -> None:
+        """An ack id (1.2) or message id whose ACK gets a RECEIPT and changes nothing."""
+        late = self._late_acks
+        late[shown] = kind
         while len(late) > _LATE_ACKS:
             del late[next(iter(late))]
-        self._receipt(receipt, self.broker.unsubscribe(consumer))
 
     # == ACK / NACK =========================================================================
     def on_ack(self, frame, receipt) -> None:
@@ -607,8 +620,12 @@ class StompSession:
         if found is None:
             if "transaction" in h:
                 self._transaction(h["transaction"])  # an unknown one is the error to report
-            if self._late_acks.pop(shown, False) is None:
-                self._receipt(receipt)  # of a subscription closed since: nothing left to do
+            late = self._late_acks.pop(shown, False)
+            if late is _BROWSED and kind == "nack":
+                raise ProtocolError("Cannot Nack a message on a Queue Browser Subscription.")
+            if late is not False:
+                # of a subscription closed since, or of a browser: nothing to do
+                self._receipt(receipt)
                 return
             raise ProtocolError("Unexpected %s received for message-id [%s]" % (command, shown))
         consumer, key = found
@@ -908,6 +925,7 @@ def h_join(session: StompSession, destinations) -> str:
 
 
 _LATE_ACKS = 10000  # ids remembered for late ACKs after an UNSUBSCRIBE (the newest)
+_BROWSED = "browsed"  # _late_acks' mark of an id a browser showed
 
 
 def _int_header(headers, name: str, default: int, value: str | None = None) -> int:
