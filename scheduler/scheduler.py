@@ -402,7 +402,9 @@ class Scheduler:
         if not series:
             message.timestamp = now  # ActiveMQ: a delayed message is stamped when it fires,
         # the runs of a repeating one all keep the time it was sent
-        d = self.broker.send(message)
+        # a refusal (a temporary destination deleted since) fails this run only, never the
+        # other jobs due with it
+        d = defer.maybeDeferred(self.broker.send, message)
         d.addErrback(lambda f: log.warn("scheduled job {job} could not be delivered: {error}",
                                         job=job.job_id, error=f.getErrorMessage()))
         return d

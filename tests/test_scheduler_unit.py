@@ -168,3 +168,20 @@ def test_bad_values_name_the_header(headers, name):
     with pytest.raises(ScheduleError) as e:
         parse(headers)
     assert name in str(e.value)
+
+
+def test_a_run_whose_destination_is_gone_fails_alone():
+    """A job to a temporary queue deleted since it was scheduled is dropped with a warning;
+    a job due at the same moment is delivered all the same."""
+    from pybrokerd.broker.destination import TEMP_QUEUE
+    clock, broker, sched = setup()
+    temp = Destination(TEMP_QUEUE, "ID:gone:1")
+    broker.temp_owners[temp] = "conn"
+    sync(broker.send(Message("ID:to-temp", temp, b"t",
+                             properties={"AMQ_SCHEDULED_DELAY": "1000"})))
+    send(broker, AMQ_SCHEDULED_DELAY=1000)
+    del broker.temp_owners[temp]  # its connection went away
+    clock.advance(1.0)
+    (m,) = delivered(broker)
+    assert m.message_id == "ID:m-1"
+    assert sched.jobs == {}
