@@ -120,10 +120,10 @@ class StompSession:
         self._blocked = False  # a SEND waits for room (flow control): reading is paused
         self._flow_wait = None
         self._receipts: collections.deque = collections.deque()
-        # the last entry of _receipts that MESSAGE frames must follow (one with a RECEIPT to
-        # send, or with MESSAGEs already behind it), or None: MESSAGEs leave in the order
-        # they were made, whichever path (a frame of ours, another connection, a refill
-        # from the store) made them
+        # the last entry of _receipts with a RECEIPT to send, or None: MESSAGEs made while
+        # there is one wait behind it, so they leave after that RECEIPT and in the order they
+        # were made, whichever path (a frame of ours, another connection, a refill from the
+        # store) made them; receipt-less entries (only a failure to report) hold none back
         self._barrier = None
         # ids in flight to subscriptions since closed (None), or shown by a browser (_BROWSED)
         self._late_acks: dict[str, str | None] = {}
@@ -770,8 +770,7 @@ class StompSession:
 
     def _emit(self, data: bytes) -> None:
         """A MESSAGE frame: held back while this connection's own frame is being answered,
-        and behind a RECEIPT still waiting for the store (a persistent SEND's RECEIPT is
-        sent once the message is on disk) or MESSAGEs already waiting there."""
+        and behind a RECEIPT not yet sent (a persistent SEND's RECEIPT waits for the disk)."""
         if self._held is not None:
             self._held.append(data)
         elif self._barrier is not None:
