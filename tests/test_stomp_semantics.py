@@ -621,6 +621,23 @@ def test_messages_keep_their_order_when_some_wait_behind_a_store_write(raw):
     assert bodies(c, 2) == [b"2", b"3"]
 
 
+def test_a_disconnecting_connection_does_not_take_back_what_it_gives_back(raw):
+    """Two client-ack subscriptions of one connection on one queue; it DISCONNECTs with a
+    message unacked on the first: the next consumer gets it delivered for the second time
+    (it did not bounce through the other subscription on the way out)."""
+    dest = q()
+    c = raw()
+    sub(c, dest, sid="1", ack="client-individual")
+    raw().receipt("SEND", {"destination": dest}, b"once")
+    assert c.recv_command("MESSAGE").headers["subscription"] == "1"
+    sub(c, dest, sid="2", ack="client-individual")
+    c.receipt("DISCONNECT")
+    d = raw()
+    sub(d, dest, selector="JMSXDeliveryCount = 2")
+    m = d.recv_command("MESSAGE")
+    assert m.body == b"once" and m.headers["redelivered"] == "true"
+
+
 def test_group_headers_are_not_echoed(raw):
     dest = q()
     c = raw()

@@ -957,6 +957,9 @@ class OpenWireConnection:
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             if consumer is not None:
+                consumer.closed = True  # what one gives back must not go to another of ours
+        for consumer in consumers.values():
+            if consumer is not None:
                 if consumer.pull_timer is not None and consumer.pull_timer.active():
                     consumer.pull_timer.cancel()
                 self.broker.unsubscribe(consumer).addErrback(self._log_failure, "a consumer")

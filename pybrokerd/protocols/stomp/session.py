@@ -903,6 +903,9 @@ class StompSession:
         self.transactions.clear()
         subs, self.subscriptions = self.subscriptions, {}
         for consumer in subs.values():
+            # all closed first: what one gives back must not go to another of this connection
+            consumer.closed = True
+        for consumer in subs.values():
             self.broker.unsubscribe(consumer)
         if self.connected:
             self.broker.disconnect(self, self.client_id)
