@@ -94,6 +94,15 @@ def test_composite_send_and_subscribe(raw):
     assert [m.headers["original-destination"] for m in got] == [composite, composite]
 
 
+def test_empty_members_of_a_composite_are_skipped(raw):
+    """As ActiveMQ: "/queue/a," is /queue/a."""
+    dest = q()
+    c = raw()
+    sub(c, dest)
+    assert raw().receipt("SEND", {"destination": dest + ","}, b"x").command == "RECEIPT"
+    assert bodies(c, 1) == [b"x"]
+
+
 def test_a_name_without_prefix_is_a_queue_of_that_name(raw):
     """As ActiveMQ's fallback: "name" and "/foo/name" are queues named exactly so."""
     bare, slashed = unique("bare"), "/foo/" + unique()

@@ -90,9 +90,11 @@ def split_stomp(text: str, fallback: bool = False, on_fallback=None) -> list[tup
     parts = [p.strip() for p in text.split(",")]
     result = []
     last_prefix = None
+    if not any(parts):
+        raise DestinationError("Empty destination name in %r" % (text,))
     for part in parts:
         if not part:
-            raise DestinationError("Empty destination name in %r" % (text,))
+            continue  # "/queue/a," is /queue/a (ActiveMQ's tokenizer skips empty members)
         for prefix in PREFIXES:
             if part.startswith(prefix):
                 name = part[len(prefix):]
