@@ -570,6 +570,23 @@ def test_message_expiring_while_queued(raw):
     nothing_more(c)
 
 
+def test_a_browse_that_meets_an_expired_message_sends_it_to_the_dlq(raw):
+    """As ActiveMQ: browsing expires what has expired (the periodic check is 30 s away)."""
+    dest = q()
+    p = raw()
+    expires = int(time.time() * 1000) + 300
+    p.receipt("SEND", {"destination": dest, "expires": str(expires), "persistent": "true",
+                       "marker": dest}, b"stale")
+    while time.time() * 1000 <= expires:  # the condition is the wall clock itself
+        time.sleep(0.05)
+    c = raw()
+    sub(c, dest, sid="b", browser="true")
+    assert c.recv_command("MESSAGE").headers["browser"] == "end"
+    dlq = raw()
+    sub(dlq, "/queue/ActiveMQ.DLQ", selector="marker = '%s'" % dest)
+    assert bodies(dlq, 1) == [b"stale"]
+
+
 def test_group_seq_minus_one_closes_the_group(raw):
     dest = q()
     a, b = raw(), raw()

@@ -737,6 +737,9 @@ class Broker:
             else:
                 queues = [self.queue(dest)]
             for queue in queues:
+                # as ActiveMQ: a browse that meets expired messages expires them (to the DLQ)
+                for message in queue.remove_expired(now):
+                    self.expired(queue, message)
                 messages = queue.messages()
                 if queue.paged and (limit is None or len(found) + len(messages) < limit):
                     want = queue.paged + len(queue.resident)
