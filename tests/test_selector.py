@@ -112,7 +112,7 @@ def test_constant_selectors():
     assert not match("FALSE")
     assert match("1 = 1")
     assert not match("1 = 2")
-    assert match("'a' < 'b'")
+    assert match("'a' = 'a'")
     assert match("2 * 3 + 1 = 7")
 
 
@@ -193,11 +193,17 @@ def test_string_comparisons():
     assert match("s = 'abc'", s="abc")
     assert not match("s = 'abc'", s="ABC")
     assert match("s <> 'abc'", s="ABC")
-    assert match("s < 'b'", s="a")
-    assert match("s >= 'abc'", s="abd")
-    assert not match("s > 'b'", s="a")
     assert match("s = t", s="x", t="x")
-    assert match("s < t", s="x", t="y")
+    assert match("s < t", s="x", t="y")  # two properties: lexicographic
+    assert not match("s >= t", s="abc", t="abd")
+
+
+@pytest.mark.parametrize("selector", ["s < 'b'", "'a' < 'b'", "s >= 'abc'", "n > '5'",
+                                      "s BETWEEN 'a' AND 'c'", "n BETWEEN 5 AND '20'"])
+def test_a_string_literal_cannot_be_ordered(selector):
+    """As ActiveMQ (and the JMS specification): strings compare with = and <> only."""
+    with pytest.raises(SelectorError, match="string literal"):
+        compile_selector(selector)
 
 
 def test_boolean_comparisons():
@@ -205,32 +211,41 @@ def test_boolean_comparisons():
     assert match("b <> TRUE", b=False)
     assert match("b = FALSE", b=False)
     assert match("b = c", b=True, c=True)
-    assert truth("b < c", b=False, c=True) == "U"  # booleans only support = and <>
+    assert truth("b < c", b=False, c=True) == "T"  # ActiveMQ: Boolean is Comparable
 
 
-@pytest.mark.parametrize("selector, props", [
-    ("x = 'abc'", {"x": 5}),
-    ("x = 5", {"x": True}),
-    ("x = TRUE", {"x": 1}),
-    ("x > 'abc'", {"x": 5}),
-    ("x > 5", {"x": "abc"}),
-    ("x = 5", {"x": "abc"}),
-    ("x <> 5", {"x": "abc"}),
-    ("x > 5", {"x": False}),
-    ("x < y", {"x": True, "y": 1}),
+@pytest.mark.parametrize("selector, props, result", [
+    ("x = 'abc'", {"x": 5}, "F"),
+    ("x = 5", {"x": True}, "F"),
+    ("x = TRUE", {"x": 1}, "F"),
+    ("x > 5", {"x": "abc"}, "F"),
+    ("x = 5", {"x": "abc"}, "F"),
+    ("x <> 5", {"x": "abc"}, "T"),
+    ("x > 5", {"x": False}, "F"),
+    ("x < y", {"x": True, "y": 1}, "F"),
 ])
-def test_type_mismatch_is_unknown(selector, props):
-    assert truth(selector, **props) == "U"
+def test_type_mismatch_is_false(selector, props, result):
+    """ActiveMQ: values that cannot be converted to each other's type compare FALSE (so
+    `x <> 5` is TRUE for x:abc), not UNKNOWN."""
+    assert truth(selector, **props) == result
 
 
-def test_comparisons_with_null_are_unknown():
-    for op in ("=", "<>", "<", "<=", ">", ">="):
+def test_comparisons_with_null():
+    for op in ("<", "<=", ">", ">="):  # UNKNOWN, whichever side is NULL
         assert truth(f"x {op} 1") == "U"
         assert truth(f"1 {op} x") == "U"
         assert truth(f"x {op} y", x=1) == "U"
         assert truth(f"x {op} y", y=1) == "U"
         assert truth(f"x {op} y") == "U"
+    # ActiveMQ's =: UNKNOWN when its left side is NULL, FALSE when only its right side is,
+    # TRUE when both are; <> is its negation
+    for op, both, right in (("=", "T", "F"), ("<>", "F", "T")):
+        assert truth(f"x {op} 1") == "U"
         assert truth(f"x {op} 'a'") == "U"
+        assert truth(f"x {op} y", y=1) == "U"
+        assert truth(f"1 {op} x") == right
+        assert truth(f"x {op} y", x=1) == right
+        assert truth(f"x {op} y") == both
 
 
 def test_equality_binds_looser_than_relational():
@@ -255,7 +270,7 @@ def test_stomp_string_to_number_conversion():
     assert match("weight >= 10.0", weight="10")
     assert match("weight < 10.5", weight="10")
     assert match("weight = 10.5", weight="10.5")
-    assert match("weight > 10", weight="10.5")
+    assert not match("weight > 10", weight="10.5")  # Integer.valueOf("10.5") fails: FALSE
     assert match("weight BETWEEN 5 AND 15", weight="10")
     assert not match("weight BETWEEN 11 AND 15", weight="10")
     assert match("weight NOT BETWEEN 11 AND 15", weight="10")
@@ -263,13 +278,23 @@ def test_stomp_string_to_number_conversion():
     assert match("weight = 10", weight="+10")
     assert match("weight = -10", weight="-10")
     assert match("weight = 10", weight="010")
-    assert match("weight = 1000", weight="1e3")
-    assert match("weight > 1", weight="Infinity")
-    assert match("weight IN (10, 20)", weight="20")
-    assert not match("weight IN (10, 20)", weight="30")
+    assert match("weight = 10", weight="10")
+    # as ActiveMQ, the string becomes the literal's Java type: an int literal takes
+    # Integer.valueOf (no decimals, exponent or blanks), a decimal one Double.valueOf
+    assert not match("weight = 1000", weight="1e3")
+    assert match("weight = 1000.0", weight="1e3")
+    assert not match("weight = 1500", weight="1500.0")
+    assert not match("weight > 5", weight=" 10")
+    assert match("weight > 5.0", weight=" 10 ")
+    assert not match("weight > 1", weight="Infinity")
+    assert match("weight > 1.0", weight="Infinity")
+    assert match("weight > 1.0", weight="10f")
+    assert not match("weight > 5", weight="3000000000")  # past Integer: no number
+    assert match("weight > 5000000000", weight="6000000000")  # a Long literal: Long.valueOf
     # a number property against a string literal converts too
     assert match("n = '10'", n=10)
-    assert match("n > '9'", n=10)  # numeric, not lexicographic
+    assert not match("n = '10.0'", n=10)
+    assert match("n > s", n=10, s="9")  # numeric, not lexicographic
     # and property against property
     assert match("a = b", a="10", b=10)
     assert match("a < b", a=9, b="10")
@@ -281,11 +306,14 @@ def test_stomp_string_compare_stays_lexicographic():
     assert not match("a = '10.0'", a="10")
 
 
-@pytest.mark.parametrize("value", ["abc", "", " ", "1_000", "0x10", "1,5", "ten"])
-def test_unparseable_string_against_number_is_unknown(value):
-    assert truth("weight > 5", weight=value) == "U"
-    assert truth("weight = 5", weight=value) == "U"
-    assert truth("weight BETWEEN 1 AND 9", weight=value) == "U"
+@pytest.mark.parametrize("value", ["abc", "", " ", "1_000", "0x10", "1,5", "ten", "\u00b2"])
+def test_unparseable_string_against_number_is_false(value):
+    """ActiveMQ: a failed conversion makes the comparison FALSE (so NOT (...) is TRUE)."""
+    assert truth("weight > 5", weight=value) == "F"
+    assert truth("weight = 5", weight=value) == "F"
+    assert truth("weight <> 5", weight=value) == "T"
+    assert truth("weight BETWEEN 1 AND 9", weight=value) == "F"
+    assert truth("weight NOT BETWEEN 1 AND 9", weight=value) == "F"
 
 
 def test_stomp_string_to_boolean_conversion():
@@ -308,11 +336,14 @@ def test_arithmetic_does_not_convert_strings():
 
 
 def test_bare_string_property_is_not_a_boolean():
-    assert truth("flag", flag="true") == "U"
+    """ActiveMQ: a property used as a condition is FALSE unless it is a real boolean (every
+    STOMP header is a string), UNKNOWN when absent."""
+    assert truth("flag", flag="true") == "F"
     assert truth("flag", flag=True) == "T"
     assert truth("flag", flag=False) == "F"
     assert truth("flag") == "U"
-    assert truth("flag", flag=1) == "U"
+    assert truth("flag", flag=1) == "F"
+    assert match("NOT flag", flag="yes")
 
 
 # ---------------------------------------------------------------------------
@@ -486,8 +517,8 @@ def test_between(value, inside):
 def test_between_with_expressions_and_strings():
     assert match("x BETWEEN 1 + 1 AND 2 * 3", x=6)
     assert match("x + 1 BETWEEN 2 AND 3", x=1)
-    assert match("s BETWEEN 'a' AND 'c'", s="b")
-    assert match("s NOT BETWEEN 'a' AND 'c'", s="d")
+    assert match("s BETWEEN lo AND hi", s="b", lo="a", hi="c")  # properties: lexicographic
+    assert match("s NOT BETWEEN lo AND hi", s="d", lo="a", hi="c")
     assert match("x BETWEEN -3 AND -1", x=-2)
     assert match("x BETWEEN 1 AND 3 AND y = 1", x=2, y=1)
 
@@ -500,8 +531,8 @@ def test_between_null_semantics():
     assert truth("x BETWEEN lo AND 3", x=2) == "U"
     assert truth("x NOT BETWEEN lo AND 3", x=5) == "T"
     assert truth("x NOT BETWEEN lo AND 3", x=2) == "U"
-    assert truth("x BETWEEN 1 AND 3", x="abc") == "U"
-    assert truth("x BETWEEN 1 AND 3", x=True) == "U"
+    assert truth("x BETWEEN 1 AND 3", x="abc") == "F"  # no number: FALSE, as ActiveMQ
+    assert truth("x BETWEEN 1 AND 3", x=True) == "F"
 
 
 # ---------------------------------------------------------------------------
@@ -596,19 +627,19 @@ def test_in_null_is_unknown():
     assert truth("c NOT IN ('a', 'b')") == "U"
 
 
-def test_in_with_numbers():
-    assert match("n IN (1, 2, 3)", n=2)
-    assert match("n IN (1.5, -2)", n=-2)
-    assert match("n IN (+7)", n=7)
-    assert not match("n IN (1, 2, 3)", n=4)
-    assert match("n NOT IN (1, 2, 3)", n=4)
-    assert match("n IN ('1', '2')", n=2)        # STOMP conversion applies
-    assert match("n IN (1, 'x')", n="1")
-    assert truth("n IN (1, 2)", n="abc") == "U"
-    assert truth("n IN (1, 2)", n=True) == "U"
-    assert match("n IN ('abc', 1)", n="abc")
-    assert truth("n IN ('abc', 1)", n="zzz") == "U"   # 'zzz' = 1 is UNKNOWN
-    assert truth("n IN ('abc', 'def')", n=5) == "U"
+@pytest.mark.parametrize("selector", ["n IN (1, 2, 3)", "n IN ('a', 1)", "n NOT IN (-2)"])
+def test_in_lists_hold_strings_only(selector):
+    """As ActiveMQ: a number in an IN list is a syntax error."""
+    with pytest.raises(SelectorError, match="IN list"):
+        compile_selector(selector)
+
+
+def test_in_on_a_value_that_is_not_a_string_is_unknown():
+    """As ActiveMQ: JMSPriority IN ('4') never matches, nor does a NOT IN."""
+    assert truth("n IN ('1', '2')", n=2) == "U"
+    assert truth("n NOT IN ('1', '2')", n=5) == "U"
+    assert truth("n IN ('abc', 'def')", n=True) == "U"
+    assert match("n IN ('1', '2')", n="2")  # a STOMP header is a string
 
 
 # ---------------------------------------------------------------------------

@@ -587,6 +587,30 @@ def test_a_browse_that_meets_an_expired_message_sends_it_to_the_dlq(raw):
     assert bodies(dlq, 1) == [b"stale"]
 
 
+def test_selectors_as_activemq_evaluates_them(raw):
+    """String headers against number literals convert to the literal's type; a failed
+    conversion is FALSE; JMSDestination is ActiveMQ's queue://name of where it was sent."""
+    dest = q()
+    p = raw()
+    for i, weight in enumerate(["10", "10.0", "abc"]):
+        p.receipt("SEND", {"destination": dest, "weight": weight, "persistent": "true"},
+                  b"%d" % i)
+    c = raw()
+    sub(c, dest, sid="a", selector="weight > 5", ack="client-individual")
+    assert bodies(c, 1) == [b"0"]
+    sub(c, dest, sid="b", selector="weight > 5.0", ack="client-individual")
+    assert bodies(c, 1) == [b"1"]
+    sub(c, dest, sid="c", selector="weight <> 5", ack="client-individual")
+    m = c.recv_command("MESSAGE")
+    assert m.body == b"2"
+    c.receipt("NACK", {"id": m.headers["ack"]})  # to the DLQ
+    dlq = raw()
+    sub(dlq, "/queue/ActiveMQ.DLQ", selector="JMSDestination = 'queue://%s'" % dest[7:])
+    assert bodies(dlq, 1) == [b"2"]
+    frame = raw().receipt("SUBSCRIBE", {"destination": dest, "id": "x", "selector": "s < 'b'"})
+    assert frame.command == "ERROR" and "string literal" in frame.headers["message"]
+
+
 def test_group_seq_minus_one_closes_the_group(raw):
     dest = q()
     a, b = raw(), raw()

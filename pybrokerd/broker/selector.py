@@ -12,28 +12,35 @@ so the per-message cost is a handful of Python calls.  Invalid syntax raises
 :class:`SelectorError`.  ``match`` never raises: it answers ``True`` only when
 the expression is TRUE; FALSE and UNKNOWN both give ``False``.
 
-Semantics (SQL three-valued logic; ``None`` is UNKNOWN / NULL):
+Semantics (three-valued logic; ``None`` is UNKNOWN / NULL), as ActiveMQ 5.17's
+(checked side by side with its STOMP transport):
 
-* Comparisons and arithmetic involving NULL are UNKNOWN; ``UNKNOWN AND FALSE``
-  is FALSE, ``UNKNOWN OR TRUE`` is TRUE, ``NOT UNKNOWN`` is UNKNOWN.
-* Numbers compare with numbers (int and float mix freely), strings with
-  strings (``=``/``<>`` and, as ActiveMQ's Comparable-based code allows,
-  lexicographic ``<``/``>``), booleans with booleans (``=``/``<>`` only).
-  Any other combination is UNKNOWN, never an error.
+* ``UNKNOWN AND FALSE`` is FALSE, ``UNKNOWN OR TRUE`` is TRUE, ``NOT UNKNOWN``
+  is UNKNOWN.  ``<``, ``>``, ``<=``, ``>=`` with a NULL side are UNKNOWN.
+  ``=`` is ActiveMQ's: UNKNOWN when its left side is NULL, FALSE when only its
+  right side is, TRUE when both are (``x = y`` with neither set); ``<>`` is
+  its negation.
 * ActiveMQ's STOMP transport prefixes selectors with
-  ``convert_string_expressions:``; every comparison (``= <> < > <= >=``,
-  BETWEEN, IN) therefore converts a string compared with a number to a number
-  (an int if it looks like an integer, otherwise a float; if it does not parse
-  the comparison is UNKNOWN), and a string compared with a boolean to a
-  boolean (Java ``Boolean.valueOf``: ``'true'`` in any case is TRUE, anything
-  else FALSE).  Arithmetic does *not* convert: arithmetic on a non-number is
-  NULL.
+  ``convert_string_expressions:``: a string compared with a number is
+  converted to that number's Java type (an integer literal that fits in 32
+  bits takes ``Integer.valueOf``: digits and a sign only; a larger one
+  ``Long.valueOf``; a decimal one ``Double.valueOf``, which trims blanks and
+  takes ``1e3``, ``10f``, ``Infinity``), a string compared with a boolean
+  becomes ``Boolean.valueOf`` (``'true'`` in any case).  A failed conversion,
+  or two types that cannot meet (a boolean and a number), compare FALSE, not
+  UNKNOWN: ``x <> 5`` is TRUE for ``x:abc``.  Two strings compare
+  lexicographically, but a string *literal* cannot be ordered (``s < 'b'`` is
+  a syntax error, as in ActiveMQ and the JMS specification).
+* IN lists hold string literals only; IN and NOT IN on a value that is not a
+  string (``JMSPriority IN ('4')``) are UNKNOWN.
+* A bare property used as a condition (``redelivered AND ...``) is its value
+  when that is a real boolean, UNKNOWN when absent and FALSE otherwise (every
+  STOMP header is a string).
 * Arithmetic follows Java: int/int division truncates toward zero, ``%`` is
   Java's remainder (sign of the dividend); division or remainder by zero is
-  NULL.
-* A bare property used as a condition (``redelivered AND ...``) is TRUE or
-  FALSE only when the looked-up value is a real bool; NULL and every other
-  type give UNKNOWN.
+  NULL.  Arithmetic does *not* convert strings: on a non-number it is NULL.
+  (Differs on purpose: ActiveMQ throws there, which fails the producer's send
+  or jams a queue; ``+`` with a string on its left concatenates.)
 
 Syntax follows ActiveMQ's SelectorParser.jj (keywords are case-insensitive,
 numeric literals: decimal with optional ``L``, ``0x`` hex, ``0``-prefixed
@@ -137,21 +144,30 @@ _FLOAT_STR = re.compile(
     r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)")
 
 
-def _to_num(s: str):
-    """STOMP string -> number for a comparison, or None if it is not numeric."""
-    if s.isascii() and (s.isdigit() or (s and s[0] in "+-" and s[1:].isdigit())):
-        try:
-            return int(s)
-        except ValueError:  # more digits than int() accepts
-            return None
-    s = s.strip(" \t\n\r\f\v")  # Java's Double.valueOf trims
-    if _FLOAT_STR.fullmatch(s):
-        if s[-1] in "fFdD":
-            s = s[:-1]
-        try:
-            return float(s)
-        except (ValueError, OverflowError):
-            return None
+_INT32 = 2 ** 31
+_INT64 = 2 ** 63
+
+
+def _to_num(s: str, like):
+    """A STOMP string compared with the number `like`, converted as ActiveMQ does: to the
+    number's Java type (Integer.valueOf for an int that fits in 32 bits, Long.valueOf for a
+    larger one, Double.valueOf for a float); None when that conversion fails."""
+    if type(like) is float:
+        s = s.strip("".join(map(chr, range(33))))  # Java's trim(): every char <= ' '
+        if _FLOAT_STR.fullmatch(s):
+            if s[-1] in "fFdD":
+                s = s[:-1]
+            try:
+                return float(s)
+            except (ValueError, OverflowError):
+                return None
+        return None
+    # Java's Character.digit takes any Unicode decimal digit, as str.isdecimal and int()
+    if s.isdecimal() or (s[1:].isdecimal() and s[0] in "+-"):
+        value = int(s)
+        limit = _INT32 if -_INT32 <= like < _INT32 else _INT64
+        if -limit <= value < limit:
+            return value
     return None
 
 
@@ -160,7 +176,9 @@ def _to_bool(s: str) -> bool:
 
 
 def _eq(a, b):
-    """a = b for non-NULL a, b: True, False or None (UNKNOWN)."""
+    """a = b for non-NULL a, b: True or False (None only for values of unsupported types).
+    As ActiveMQ: a string compared with a number or boolean is converted to its type; if
+    that fails, or the types cannot meet at all, the answer is FALSE."""
     ta = type(a)
     tb = type(b)
     if ta is tb:
@@ -169,18 +187,20 @@ def _eq(a, b):
         if tb in _NUM:
             return a == b
         if tb is str:
-            b = _to_num(b)
-            return None if b is None else a == b
-        return None
+            b = _to_num(b, a)
+            return b is not None and a == b
+        return False if tb in _PLAIN else None
     if ta is str:
         if tb in _NUM:
-            a = _to_num(a)
-            return None if a is None else a == b
+            a = _to_num(a, b)
+            return a is not None and a == b
         if tb is bool:
             return _to_bool(a) == b
-        return None
-    if ta is bool and tb is str:
-        return a == _to_bool(b)
+        return False if tb in _PLAIN else None
+    if ta is bool:
+        if tb is str:
+            return a == _to_bool(b)
+        return False if tb in _PLAIN else None
     return None
 
 
@@ -190,29 +210,34 @@ def _ne(a, b):
 
 
 def _order_pair(a, b):
-    """Coerce a, b (non-NULL) for <, >, <=, >=; None if they cannot be ordered."""
+    """Coerce a, b (non-NULL) for <, >, <=, >=; None if they cannot be ordered (a failed
+    conversion included: the comparison is then FALSE, as ActiveMQ's)."""
     ta = type(a)
     tb = type(b)
     if ta in _NUM:
         if tb in _NUM:
             return a, b
         if tb is str:
-            b = _to_num(b)
+            b = _to_num(b, a)
             return None if b is None else (a, b)
         return None
     if ta is str:
         if tb is str:
             return a, b
         if tb in _NUM:
-            a = _to_num(a)
+            a = _to_num(a, b)
             return None if a is None else (a, b)
+    if ta is bool and tb is bool:
+        return a, b
     return None
 
 
 def _make_slow_order(op):
     def slow(a, b):
+        if type(a) not in _PLAIN or type(b) not in _PLAIN:
+            return None  # a value of a type selectors do not know: UNKNOWN
         p = _order_pair(a, b)
-        return None if p is None else op(p[0], p[1])
+        return False if p is None else op(p[0], p[1])
     return slow
 
 
@@ -532,71 +557,84 @@ def _no_lookup(name):  # constant sub-expressions never look anything up
 
 # --- comparisons -----------------------------------------------------------
 
-def _cmp_ident_const(name, c, fast, slow):
+def _cmp_ident_const(name, c, fast, slow, if_null=None):
+    """`if_null`: the answer when the property is absent (UNKNOWN, but FALSE for
+    `5 = x`: ActiveMQ's = is UNKNOWN only when its left side is NULL)."""
     tc = type(c)
     numeric = tc in _NUM
+    no_match = fast is not operator.ne  # a failed conversion: FALSE, and so <> is TRUE
 
     def compare(lookup):
         a = lookup(name)
         if a is None:
-            return None
+            return if_null
         ta = type(a)
         if ta is tc:
             return fast(a, c)
         if numeric and ta is str:  # the STOMP case: header string vs number literal
-            a = _to_num(a)
-            return None if a is None else fast(a, c)
+            a = _to_num(a, c)
+            return (not no_match) if a is None else fast(a, c)
         if ta not in _PLAIN:
             a = _normalize(a)
         return slow(a, c)
     return compare
 
 
-def _cmp_fn_const(lf, c, fast, slow):
+def _cmp_fn_const(lf, c, fast, slow, if_null=None):
     tc = type(c)
 
     def compare(lookup):
         a = lf(lookup)
         if a is None:
-            return None
+            return if_null
         if type(a) is tc:
             return fast(a, c)
         return slow(a, c)
     return compare
 
 
-def _cmp_generic(lf, rf, fast, slow, fast_types):
-    def compare(lookup):
+def _cmp_generic(lf, rf, fast, slow, fast_types, equality=None):
+    """equality: None for <, >, <=, >= (NULL on either side is UNKNOWN); True for = and
+    False for <>, with ActiveMQ's NULL rule: NULL = NULL is TRUE, NULL = x UNKNOWN,
+    x = NULL FALSE (and <> the negation of each)."""
+    if equality is None:
+        def compare(lookup):
+            a = lf(lookup)
+            if a is None:
+                return None
+            b = rf(lookup)
+            if b is None:
+                return None
+            t = type(a)
+            if t is type(b) and t in fast_types:
+                return fast(a, b)
+            return slow(a, b)
+        return compare
+
+    def compare_eq(lookup):
         a = lf(lookup)
-        if a is None:
-            return None
         b = rf(lookup)
+        if a is None:
+            return equality if b is None else None
         if b is None:
-            return None
+            return not equality
         t = type(a)
         if t is type(b) and t in fast_types:
             return fast(a, b)
         return slow(a, b)
-    return compare
+    return compare_eq
 
 
 # --- logic ------------------------------------------------------------------
 
-def _cast_fn(f):
-    def cast(lookup):
-        v = f(lookup)
-        if v is True or v is False:
-            return v
-        return None
-    return cast
-
-
 def _ident_cast_fn(name):
+    """A property used as a condition: its boolean value; absent is UNKNOWN, and any other
+    value (every STOMP header is a string) is FALSE, as ActiveMQ's."""
     def cast(lookup):
         v = lookup(name)
-        if v is True or v is False:
+        if v is True or v is False or v is None:
             return v
-        return None
+        return False if type(v) in _PLAIN else None
     return cast
 
 
@@ -746,15 +784,17 @@ def _between_fn(vf, lof, hif, negated):
 def _between_const_fn(vf, lo, hi, negated):
     """BETWEEN with numeric literal bounds: the common case."""
     general = _between_fn(vf, _const_fn(lo), _const_fn(hi), negated)
+    same = type(lo) is type(hi) and (type(lo) is float or (-_INT32 <= lo < _INT32) ==
+                                     (-_INT32 <= hi < _INT32))
+    if not same:  # bounds of different Java types: each converts the header its own way
+        return general
     if not negated:
         def between(lookup):
             v = vf(lookup)
             t = type(v)
-            if t is str:  # STOMP header: convert once
-                v = _to_num(v)
-                if v is None:
-                    return None
-                return lo <= v <= hi
+            if t is str:  # STOMP header: convert once (a failure is FALSE, as ActiveMQ's)
+                v = _to_num(v, lo)
+                return v is not None and lo <= v <= hi
             if t is int or t is float:
                 return lo <= v <= hi
             return general(lookup) if v is not None else None
@@ -764,10 +804,8 @@ def _between_const_fn(vf, lo, hi, negated):
         v = vf(lookup)
         t = type(v)
         if t is str:
-            v = _to_num(v)
-            if v is None:
-                return None
-            return v < lo or v > hi
+            v = _to_num(v, lo)
+            return v is not None and (v < lo or v > hi)
         if t is int or t is float:
             return v < lo or v > hi
         return general(lookup) if v is not None else None
@@ -791,48 +829,28 @@ def _like_fn(vf, pred, negated):
     return like
 
 
-def _in_slow(v, elements, negated):
-    unknown = False
-    for e in elements:
-        r = _eq(v, e)
-        if r:
-            return not negated
-        if r is None:
-            unknown = True
-    return None if unknown else negated
-
-
 def _in_fn(name, elements, negated):
-    elements = tuple(elements)
-    if all(type(e) is str for e in elements):
-        members = frozenset(elements)
-        if negated:
-            def not_in(lookup):
-                v = lookup(name)
-                if type(v) is str:
-                    return v not in members
-                if v is None:
-                    return None
-                return _in_slow(_normalize(v) if type(v) not in _PLAIN else v, elements, True)
-            return not_in
-
-        def in_(lookup):
+    """IN over string literals; as ActiveMQ, a value that is not a string (JMSPriority, a
+    number) is UNKNOWN, in an IN and a NOT IN alike."""
+    members = frozenset(elements)
+    if negated:
+        def not_in(lookup):
             v = lookup(name)
-            if type(v) is str:
-                return v in members
-            if v is None:
-                return None
-            return _in_slow(_normalize(v) if type(v) not in _PLAIN else v, elements, False)
-        return in_
+            if type(v) is not str:
+                if not isinstance(v, str):
+                    return None
+                v = str(v)
+            return v not in members
+        return not_in
 
-    def in_mixed(lookup):
+    def in_(lookup):
         v = lookup(name)
-        if v is None:
-            return None
-        if type(v) not in _PLAIN:
-            v = _normalize(v)
-        return _in_slow(v, elements, negated)
-    return in_mixed
+        if type(v) is not str:
+            if not isinstance(v, str):
+                return None
+            v = str(v)
+        return v in members
+    return in_
 
 
 def _is_null_fn(f, negated):
@@ -1031,7 +1049,9 @@ class _Parser:
         else:
             for operand in (left, right):
                 self.check_orderable(operand, op)
-        if left.const and not right.const:
+        equality = {"=": True, "<>": False}.get(op)
+        swapped = left.const and not right.const
+        if swapped:
             left, right = right, left
             op = _FLIPPED[op]
         fast, slow, fast_types = _COMPARATORS[op]
@@ -1039,22 +1059,26 @@ class _Parser:
             c = right.value
             if c is None:  # e.g. a constant arithmetic expression that is NULL
                 return _const(None, "bool", left.pos)
+            # ActiveMQ: `5 = x` with x NULL is FALSE (and `5 <> x` TRUE); `x = 5` UNKNOWN
+            if_null = (not equality) if swapped and equality is not None else None
             if left.kind == "ident":
-                fn = _cmp_ident_const(left.name, c, fast, slow)
+                fn = _cmp_ident_const(left.name, c, fast, slow, if_null)
             else:
-                fn = _cmp_fn_const(left.fn, c, fast, slow)
+                fn = _cmp_fn_const(left.fn, c, fast, slow, if_null)
         else:
-            fn = _cmp_generic(left.fn, right.fn, fast, slow, fast_types)
+            fn = _cmp_generic(left.fn, right.fn, fast, slow, fast_types, equality)
         return self.node(fn, "bool", left.pos, [left, right])
 
     def check_orderable(self, operand: _Node, op: str):
-        # ActiveMQ's checkLessThanOperand: NULL, TRUE/FALSE and conditions
-        # cannot be ordered.  (ActiveMQ also rejects string literals here; we
-        # allow them and compare strings lexicographically.)
+        # ActiveMQ's checkLessThanOperand: NULL, TRUE/FALSE, conditions and string
+        # literals cannot be ordered (two string properties can: lexicographically)
         if operand.kind == "null":
             self.error(f"NULL cannot be compared with '{op}'", operand.pos)
         if operand.kind == "bool":
             self.error(f"a boolean value cannot be compared with '{op}'", operand.pos)
+        if operand.kind == "str":
+            self.error(f"a string literal cannot be compared with '{op}' (only = and <> "
+                       f"compare strings; a number is written without quotes)", operand.pos)
 
     def expect_string(self, what: str) -> str:
         tok = self.peek()
@@ -1113,21 +1137,11 @@ class _Parser:
 
     def in_element(self):
         tok = self.peek()
-        sign = 1
-        if tok[0] == "OP" and tok[1] in ("+", "-"):
-            sign = -1 if tok[1] == "-" else 1
-            self.i += 1
-            num = self.peek()
-            if num[0] != "NUM":
-                self.error(f"expected a number after '{tok[1]}' but found {self.describe(num)}",
-                           num[2])
-            self.i += 1
-            return sign * num[1]
-        if tok[0] in ("STR", "NUM"):
+        if tok[0] == "STR":
             self.i += 1
             return tok[1]
-        self.error(f"expected a string or numeric literal in IN list but found "
-                   f"{self.describe(tok)}", tok[2])
+        self.error(f"expected a string literal in IN list but found {self.describe(tok)} "
+                   f"(as in ActiveMQ, IN lists hold strings only)", tok[2])
 
     def parse_add(self) -> _Node:
         node = self.parse_mult()
