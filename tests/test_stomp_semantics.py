@@ -3,6 +3,8 @@ wildcards, composites, browsing, prefetch, exclusivity, groups, selectors, expir
 
 import time
 
+import pytest
+
 from pybrokerd.protocols.stomp.codec import serialize
 from support import unique
 
@@ -263,10 +265,11 @@ def test_ack_in_transaction_rolled_back_by_disconnect_redelivers(raw):
 
 # -- durable subscriptions -----------------------------------------------------------------
 
-def test_durable_subscription_receives_while_offline(raw):
+@pytest.mark.parametrize("name", ["s1", ""])  # as ActiveMQ, an empty name is a name too
+def test_durable_subscription_receives_while_offline(raw, name):
     dest, cid = t(), unique("cid")
     c = raw(**{"client-id": cid})
-    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    sub(c, dest, **{"activemq.subscriptionName": name})
     c.send("DISCONNECT", {"receipt": "bye"})
     c.recv_command("RECEIPT")
     c.wait_closed()
@@ -274,7 +277,7 @@ def test_durable_subscription_receives_while_offline(raw):
     p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"offline-1")
     p.receipt("SEND", {"destination": dest, "persistent": "true"}, b"offline-2")
     c = raw(**{"client-id": cid})
-    sub(c, dest, **{"activemq.subscriptionName": "s1"})
+    sub(c, dest, **{"activemq.subscriptionName": name})
     assert bodies(c, 2) == [b"offline-1", b"offline-2"]
 
 

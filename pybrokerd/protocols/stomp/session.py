@@ -492,7 +492,7 @@ class StompSession:
         if h.get("browser", "").lower() == "true":
             self._browse(sub_id, destinations, selector, receipt, ack_mode)
             return
-        durable_name = h.get("activemq.subscriptionName") or None
+        durable_name = h.get("activemq.subscriptionName")  # "" too: ActiveMQ names one so
         if durable_name is not None and any(d.is_queue for d in destinations):
             raise ProtocolError("Invalid Subscription: cannot durably subscribe to a Queue destination!")
         if durable_name is not None:
