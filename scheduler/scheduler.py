@@ -358,8 +358,10 @@ class Scheduler:
                 repeating = False
         elif job.repeat != 0:
             job.next_time = job.next_time + max(job.period, 1)
-            if job.next_time < now - job.period * 10 and job.period > 0:
-                job.next_time = now  # far behind (long downtime): no burst of catch-up runs
+            if job.next_time <= now:
+                # a period or more behind (the broker was down): as ActiveMQ, the overdue
+                # run fires once and the rest follow one period apart from now, not a burst
+                job.next_time = now + max(job.period, 1)
             if job.repeat > 0:
                 job.repeat -= 1
         if repeating:
@@ -396,12 +398,12 @@ class Scheduler:
         if series or message.message_id in (None, job.job_id):
             message.message_id = "%s:run:%d" % (job.job_id, runs_before + 1)
         # else a one-shot job's delivery keeps its producer's message id
-        now = self.now()
         if stored.expires:
-            message.expires = stored.expires + (now - stored.timestamp)
-        if not series:
-            message.timestamp = now  # ActiveMQ: a delayed message is stamped when it fires,
-        # the runs of a repeating one all keep the time it was sent
+            # as ActiveMQ: a message with a time to live is stamped when it fires and keeps
+            # its time to live from then; one without keeps the time it was sent
+            now = self.now()
+            message.timestamp = now
+            message.expires = now + (stored.expires - stored.timestamp)
         # a refusal (a temporary destination deleted since) fails this run only, never the
         # other jobs due with it
         d = defer.maybeDeferred(self.broker.send, message)

@@ -185,3 +185,43 @@ def test_a_run_whose_destination_is_gone_fails_alone():
     (m,) = delivered(broker)
     assert m.message_id == "ID:m-1"
     assert sched.jobs == {}
+
+
+def test_a_repeating_job_that_fell_behind_fires_once_then_resumes_one_period_apart():
+    """As ActiveMQ: after downtime the overdue run fires once (no burst of the runs
+    missed), and the rest follow one period apart from then; every run still comes."""
+    clock, broker, sched = setup()
+    send(broker, AMQ_SCHEDULED_DELAY=1000, AMQ_SCHEDULED_PERIOD=2000, AMQ_SCHEDULED_REPEAT=9)
+    clock.advance(1.0)
+    clock.advance(2.0)
+    assert len(delivered(broker)) == 2
+    sched.stop()
+    clock.advance(9.5)  # the broker was down for the runs due at 5, 7, 9, 11 s
+    sched._running = True
+    sync(sched.start())
+    clock.advance(0)
+    assert len(delivered(broker)) == 3  # one, not five
+    clock.advance(1.999)
+    assert len(delivered(broker)) == 3
+    clock.advance(0.001)
+    assert len(delivered(broker)) == 4
+    for _ in range(10):
+        clock.advance(2.0)
+    assert len(delivered(broker)) == 10 and sched.jobs == {}
+
+
+def test_timestamps_of_scheduled_deliveries():
+    """As ActiveMQ: a delivery keeps the time the message was sent, unless the message has
+    a time to live: then it is stamped when it fires and keeps its time to live."""
+    clock, broker, _ = setup()
+    sent = int(clock.seconds() * 1000)
+    msg = Message("ID:plain", Destination(QUEUE, "q"), b"x", timestamp=sent,
+                  properties={"AMQ_SCHEDULED_DELAY": "1000"})
+    sync(broker.send(msg))
+    ttl = Message("ID:ttl", Destination(QUEUE, "q"), b"x", timestamp=sent, expires=sent + 60000,
+                  properties={"AMQ_SCHEDULED_DELAY": "1000"})
+    sync(broker.send(ttl))
+    clock.advance(1.0)
+    plain, lived = delivered(broker)
+    assert plain.timestamp == sent
+    assert lived.timestamp == sent + 1000 and lived.expires == sent + 61000
