@@ -268,6 +268,25 @@ class BrokerService(service.Service):
         log.warn("--delete-all-messages-on-startup: deleted {n} messages and {s} durable "
                  "subscriptions", n=purged, s=len(subs))
 
+    @defer.inlineCallbacks
+    def _close_connections(self, grace=2.0):
+        """On a stop: STOMP connections answer what they still owe and close cleanly (a
+        FIN, as ActiveMQ); whatever is still open after `grace` seconds, and every other
+        protocol's connection, is aborted."""
+        factories = [f for f in (self.stomp_factory, self.amqp_factory, self.openwire_factory)
+                     if f is not None]
+        for factory in factories:
+            for connection in list(factory.connections):
+                shutdown = getattr(connection, "shutdown", None)
+                if shutdown is not None:
+                    shutdown()
+                else:
+                    connection.link.transport.abortConnection()
+        deadline = self.reactor.seconds() + grace
+        while any(f.connections for f in factories) and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, 0.02, lambda: None)
+        self._abort_connections()
+
     def _abort_connections(self):
         for factory in (self.stomp_factory, self.amqp_factory, self.openwire_factory):
             if factory is not None:
@@ -299,7 +318,7 @@ class BrokerService(service.Service):
         for port in self.ports:
             yield port.stopListening()
         self.ports = []
-        self._abort_connections()
+        yield self._close_connections()
         if self.broker is not None:
             self.broker.stop()
         if self.scheduler is not None:

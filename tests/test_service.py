@@ -110,6 +110,26 @@ def test_sigterm_stops_promptly(tmp_path):
     assert os.path.isdir(tmp_path / "store")
 
 
+def test_sigterm_closes_client_connections_cleanly_after_their_receipts(tmp_path):
+    """As ActiveMQ: a stop ends each STOMP connection with a FIN after what it owes (a
+    RECEIPT still waiting for the disk), not a reset that could lose it."""
+    import socket
+    proc = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        c = RawStomp(proc.port)
+        c.connect()
+        assert c.receipt("SEND", {"destination": "/queue/" + unique(), "persistent": "true"},
+                         b"x").command == "RECEIPT"
+        idle = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+        idle.sendall(b"CONNECT\naccept-version:1.2\n\n\x00")
+        assert idle.recv(4096).startswith(b"CONNECTED")
+        proc.stop(timeout=10)
+        assert idle.recv(4096) == b""  # a clean end of stream; a reset raises here
+        idle.close()
+    finally:
+        proc.kill()
+
+
 def test_foreground_brokers_need_no_pidfile_option(tmp_path):
     """`twistd -n pybrokerd` twice in one directory: no twistd.pid gets in the way."""
     procs = []

@@ -884,10 +884,20 @@ class StompSession:
         self.writable = False
 
     def resume_writing(self) -> None:
+        if self.closing:
+            return  # nothing more goes out: a delivery now would be lost
         self.writable = True
         for consumer in list(self.subscriptions.values()):
             for source in list(consumer.sources):
                 source.wake()
+
+    def shutdown(self) -> None:
+        """The broker is stopping: read nothing more, deliver nothing more, send the
+        RECEIPTs still due (their writes are finishing), then close the socket cleanly, as
+        ActiveMQ does (a reset could lose a RECEIPT in flight and make the client re-send)."""
+        self.link.pause_reading()
+        self.writable = False
+        self._when_receipts_sent(self._close)
 
     def _close(self) -> None:
         if self.closing:
