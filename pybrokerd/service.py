@@ -273,8 +273,7 @@ class BrokerService(service.Service):
         """On a stop: STOMP connections answer what they still owe and close cleanly (a
         FIN, as ActiveMQ); whatever is still open after `grace` seconds, and every other
         protocol's connection, is aborted."""
-        factories = [f for f in (self.stomp_factory, self.amqp_factory, self.openwire_factory)
-                     if f is not None]
+        factories = self._factories()
         for factory in factories:
             for connection in list(factory.connections):
                 shutdown = getattr(connection, "shutdown", None)
@@ -288,10 +287,13 @@ class BrokerService(service.Service):
         self._abort_connections()
 
     def _abort_connections(self):
-        for factory in (self.stomp_factory, self.amqp_factory, self.openwire_factory):
-            if factory is not None:
-                for connection in list(factory.connections):
-                    connection.link.transport.abortConnection()
+        for factory in self._factories():
+            for connection in list(factory.connections):
+                connection.link.transport.abortConnection()
+
+    def _factories(self):
+        return [f for f in (self.stomp_factory, self.amqp_factory, self.openwire_factory)
+                if f is not None]
 
     def _failed_to_start(self, failure):
         log.failure("pybrokerd failed to start", failure)

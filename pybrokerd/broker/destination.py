@@ -66,6 +66,10 @@ class Destination(NamedTuple):
     def is_wildcard(self) -> bool:
         return not self.is_temporary and has_wildcard(self.name)
 
+    def activemq(self) -> str:
+        """ActiveMQDestination.toString(): queue://a, topic://b, temp-queue://ID:..."""
+        return "%s://%s" % (self.kind, self.name)
+
     def stomp(self) -> str:
         """The name as any connection other than a temporary destination's owner sees it."""
         if self.kind == TEMP_QUEUE:

@@ -67,11 +67,6 @@ def is_management(destination: Destination) -> bool:
         (name[:1] == "p" and name.startswith(PURGE)))
 
 
-def activemq_name(destination: Destination) -> str:
-    """ActiveMQDestination.toString(): queue://a, topic://b, temp-queue://ID:..."""
-    return "%s://%s" % (destination.kind, destination.name)
-
-
 class TopicCounters:
     """What is counted per topic (its subscriptions count the rest)."""
 
@@ -216,7 +211,7 @@ class Management:
     def queue_statistics(self, queue) -> dict:
         """ActiveMQ's destination statistics of one queue (a MessageQueue)."""
         entries = self._common()
-        entries["destinationName"] = activemq_name(queue.destination)
+        entries["destinationName"] = queue.destination.activemq()
         entries.update(self._counts([queue], queue.enqueue_count, queue.enqueue_bytes))
         entries["consumerCount"] = len(queue.consumers)
         entries["producerCount"] = 0
@@ -229,7 +224,7 @@ class Management:
         subs = [s for s in list(self.broker.topic_subscriptions)
                 if any(kind == topic.kind and match(topic.name) for kind, match in s.patterns)]
         entries = self._common()
-        entries["destinationName"] = activemq_name(topic)
+        entries["destinationName"] = topic.activemq()
         entries.update(self._counts(subs, counters.enqueue_count, counters.enqueue_bytes))
         entries["consumerCount"] = _subscription_consumers(subs)
         entries["producerCount"] = 0
@@ -354,7 +349,7 @@ class Management:
         log.info("purged {total} messages from {queues}", total=total, queues=names)
         if reply_to is not None:
             yield self._reply(request, reply_to,
-                              {activemq_name(d): n for d, n in purged.items()},
+                              {d.activemq(): n for d, n in purged.items()},
                               properties={PURGED: str(total), PURGED_DESTINATION: names})
 
     def purge_queue(self, queue) -> defer.Deferred:

@@ -199,10 +199,6 @@ _STANDARD = {
     "JMSXUserID": lambda m: m.user_id,
     # ActiveMQDestination.toString() (queue://a, temp-queue://ID:...), and the destination it
     # was first sent to (a DLQ'd message's, a virtual topic copy's), as ActiveMQ's selectors
-    "JMSDestination": lambda m: _amq_text(m.original_destination or m.destination),
-    "JMSReplyTo": lambda m: _amq_text(m.reply_to) if isinstance(m.reply_to, Destination) else m.reply_to,
+    "JMSDestination": lambda m: (m.original_destination or m.destination).activemq(),
+    "JMSReplyTo": lambda m: m.reply_to.activemq() if isinstance(m.reply_to, Destination) else m.reply_to,
 }
-
-
-def _amq_text(destination: Destination) -> str:
-    return "%s://%s" % (destination.kind, destination.name)

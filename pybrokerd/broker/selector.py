@@ -144,6 +144,7 @@ _FLOAT_STR = re.compile(
     r"[+-]?(?:NaN|Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?)")
 
 
+_JAVA_BLANKS = "".join(map(chr, range(33)))  # what Java's trim() removes: every char <= ' '
 _INT32 = 2 ** 31
 _INT64 = 2 ** 63
 
@@ -153,7 +154,7 @@ def _to_num(s: str, like):
     number's Java type (Integer.valueOf for an int that fits in 32 bits, Long.valueOf for a
     larger one, Double.valueOf for a float); None when that conversion fails."""
     if type(like) is float:
-        s = s.strip("".join(map(chr, range(33))))  # Java's trim(): every char <= ' '
+        s = s.strip(_JAVA_BLANKS)
         if _FLOAT_STR.fullmatch(s):
             if s[-1] in "fFdD":
                 s = s[:-1]

@@ -44,7 +44,7 @@ def parse_address(address: str | None) -> Destination:
 
 def render_address(dest) -> str:
     if isinstance(dest, Destination):
-        return "%s://%s" % (dest.kind, dest.name)
+        return dest.activemq()
     return str(dest)
 
 

@@ -386,7 +386,7 @@ class StompSession:
             # ("/queue/a,queue://b,topic://c" as a STOMP header)
             first = destinations[0]
             composite = Destination(first.kind, first.name + "".join(
-                ",%s://%s" % (d.kind, d.name) for d in destinations[1:]))
+                "," + d.activemq() for d in destinations[1:]))
             for copy in copies:
                 copy.original_destination = composite
         usage = self.broker.flow_blocker(copies)
