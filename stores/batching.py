@@ -9,6 +9,10 @@ Everything else lives here, once:
   while its write is in flight (Unwritten) and to a packed int (add sequence << 32 | body
   size) once written; the sequence orders adds store-wide and is how a backend finds a
   message again;
+* the hand-off: what the broker submits during one turn of the reactor is given to the writer
+  at the end of that turn, with each add that was removed in the same turn dropped together
+  with its remove (a message an auto-ack consumer took at once costs no I/O); an action left
+  with nothing to write is answered there and then, without a trip through the writer thread;
 * the writer thread: it takes every operation pending from every connection, drops an add and
   its remove found in the same batch (a message acked before it was written costs no I/O),
   applies the rest as one atomic batch with one sync, then fires all their Deferreds in the
@@ -179,6 +183,37 @@ class _Pending:
         self.durable = durable
 
 
+def _drop_cancelled(batch: list[_Pending]) -> None:
+    """Drop from the pendings of `batch`, in place, each add whose remove follows it in the
+    batch, with that remove (never written: nothing to remove either), and each rewrite of a
+    message removed after it."""
+    added = {}
+    rewrites = {}
+    dropped = False
+    for pending in batch:
+        ops = pending.ops
+        for i, op in enumerate(ops):
+            kind = op[0]
+            if kind == "add":
+                added[(op[1].name, op[2].message.message_id)] = (ops, i)
+            elif kind == "rewrite":
+                rewrites.setdefault((op[1].name, op[2].message.message_id), []).append((ops, i))
+            elif kind == "remove":
+                where = (op[1].name, op[2])
+                for other, j in rewrites.pop(where, ()):
+                    other[j] = None
+                    dropped = True
+                hit = added.pop(where, None)
+                if hit is not None:
+                    hit[0][hit[1]] = None
+                    ops[i] = None
+                    dropped = True
+    if dropped:
+        for pending in batch:
+            if None in pending.ops:
+                pending.ops = [op for op in pending.ops if op is not None]
+
+
 @implementer(IPersistenceAdapter)
 class BatchingAdapter:
     """Base class of the persistent stores.  Subclasses implement the backend hooks below."""
@@ -205,7 +240,10 @@ class BatchingAdapter:
         self._producers: dict[str, tuple] = {}
         self._marks: dict = {}  # (store key, message id) -> (view, message) delivered
         self._marks_call = None
-        self._pending: list[_Pending] = []
+        self._staged: list[_Pending] = []  # submitted this turn of the reactor (its thread only)
+        self._hand_off_call = None
+        self._in_flight = 0  # pendings handed to the writer whose Deferreds have not fired
+        self._pending: list[_Pending] = []  # handed to the writer, not yet taken (under _cond)
         self._cond = threading.Condition()
         self._thread = None
         self._stopping = False
@@ -275,6 +313,9 @@ class BatchingAdapter:
             self._marks_call.cancel()
             self._flush_marks()
         self._marks_call = None
+        if self._hand_off_call is not None:
+            self._hand_off_call.cancel()
+            self._hand_off()
         if self._thread is None:
             return defer.succeed(None)
         with self._cond:
@@ -288,6 +329,10 @@ class BatchingAdapter:
         if self._marks_call is not None and self._marks_call.active():
             self._marks_call.cancel()
         self._marks_call = None
+        if self._hand_off_call is not None:
+            self._hand_off_call.cancel()
+            self._hand_off_call = None
+        self._staged = []
         with self._cond:
             self._pending = []
             self._abandoned = True
@@ -406,10 +451,35 @@ class BatchingAdapter:
         if not ops:
             return defer.succeed(None)
         d = defer.Deferred()
-        with self._cond:
-            self._pending.append(_Pending(ops, d, durable))
-            self._cond.notify()
+        self._staged.append(_Pending(ops, d, durable))
+        if self._hand_off_call is None:
+            self._hand_off_call = self.reactor.callLater(0, self._hand_off)
         return d
+
+    def _hand_off(self):
+        """Reactor thread, once per turn of the reactor: give the writer what was submitted
+        during the turn.  An add removed in the same turn (a message an auto-ack consumer took
+        at once) is dropped here with its remove; an action left with nothing to write is done
+        at once, without a trip through the writer thread, when nothing handed over before it
+        is still unanswered and nothing written lazily waits on a sync that it would owe."""
+        self._hand_off_call = None
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        _drop_cancelled(staged)
+        ready = 0
+        if not self._in_flight and self.failure is None \
+                and (self.sync_policy != "always" or not self._unsynced):
+            while ready < len(staged) and not staged[ready].ops:
+                ready += 1
+        if ready < len(staged):
+            rest = staged[ready:] if ready else staged
+            self._in_flight += len(rest)
+            with self._cond:
+                self._pending.extend(rest)
+                self._cond.notify()
+        for pending in staged[:ready]:
+            pending.deferred.callback(None)
 
     def _writer(self):
         self._make_reserve()
@@ -509,8 +579,7 @@ class BatchingAdapter:
 
     def _merge(self, batch: list[_Pending]) -> list:
         """Backend operations for a batch, with adds cancelled by removes in the same batch."""
-        added = {}
-        rewrites = {}
+        _drop_cancelled(batch)
         producers = {}
         ops = []
         for pending in batch:
@@ -519,22 +588,11 @@ class BatchingAdapter:
                 if kind in ("add", "rewrite"):
                     view, entry = op[1], op[2]
                     message = entry.message
-                    where = (view.name, message.message_id)
-                    if kind == "add":
-                        added[where] = len(ops)
-                    else:
-                        rewrites.setdefault(where, []).append(len(ops))
                     # a rewrite is an add with the original seq: it overwrites in place
                     ops.append(("add", view.name, message.message_id,
                                 serialization.encode(message), entry.seq, len(message.body)))
                 elif kind == "remove":
                     view, message_id, entry = op[1], op[2], op[3]
-                    for index in rewrites.pop((view.name, message_id), ()):
-                        ops[index] = None
-                    index = added.pop((view.name, message_id), None)
-                    if index is not None:
-                        ops[index] = None  # never written: nothing to remove either
-                        continue
                     seq = entry.seq if isinstance(entry, Unwritten) else entry >> 32
                     ops.append(("remove", view.name, message_id, seq))
                 elif kind == "producer":
@@ -548,6 +606,7 @@ class BatchingAdapter:
         return [op for op in ops if op is not None]
 
     def _written(self, batch):
+        self._in_flight -= len(batch)
         for pending in batch:
             for op in pending.ops:
                 if op[0] in ("add", "rewrite"):
@@ -641,6 +700,7 @@ class BatchingAdapter:
         messages back from memory) and its removes are undone in the catalogue, so those
         messages are still the store's and come back, as after a crash: at least once,
         never lost."""
+        self._in_flight -= len(batch)
         first = self.failure is None
         self.failure = error
         self._failures += 1

@@ -127,6 +127,34 @@ def test_add_then_remove_before_written_cancels(open_store, name):
     assert (yield store.recover(10)) == []
 
 
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_an_add_removed_in_the_same_turn_is_answered_without_a_write_and_in_order(
+        open_store, name):
+    """A message consumed the moment it arrives (an auto-ack consumer) costs no write at all,
+    and its sender's answer still comes after those of writes submitted before it."""
+    adapter = yield open_store(name)
+    store = adapter.queue_store("q")
+    yield store.add(message(0))
+    batches = adapter.batches
+    d1, d2 = store.add(message(1)), store.remove("ID:test-1")
+    for _ in range(2):  # the turn that hands them off answers them: no trip through the writer
+        yield deferLater(reactor, 0, lambda: None)
+    assert d1.called and d2.called
+    assert adapter.batches == batches  # nothing written, nothing synced
+    order = []
+    d3 = store.add(message(3))  # handed to the writer at the end of this turn
+    d3.addCallback(lambda _: order.append(3))
+    yield deferLater(reactor, 0, lambda: None)
+    d4, d5 = store.add(message(4)), store.remove("ID:test-4")
+    d4.addCallback(lambda _: order.append(4))
+    yield defer.gatherResults([d3, d4, d5])
+    assert order == [3, 4]
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(10)
+    assert [m.message_id for m in got] == ["ID:test-0", "ID:test-3"]
+
+
 @pytest.mark.parametrize("name", ALL)
 @pytest_twisted.inlineCallbacks
 def test_durable_subscriptions(open_store, name):
