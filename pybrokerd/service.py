@@ -1,5 +1,6 @@
 """BrokerService: starts the pieces in the order ARCHITECTURE.md gives, stops them in reverse."""
 
+import gc
 import os
 
 from twisted.application import service
@@ -17,6 +18,16 @@ from pybrokerd.protocols.stomp.session import StompConfig
 from stores import registry
 
 log = Logger()
+
+
+def _freeze_startup_heap():
+    """Set what start-up made (modules, classes, functions: some 50,000 objects that live
+    until exit) aside from Python's cyclic garbage collector.  Its full collection walks
+    every object it tracks: those alone made it a pause of about 10 ms, felt by every client
+    as a latency spike several times a minute under load.  Objects freed by reference count
+    are freed as ever; only a cycle among these would never be collected."""
+    gc.collect()
+    gc.freeze()
 
 
 class BrokerService(service.Service):
@@ -93,6 +104,7 @@ class BrokerService(service.Service):
                 self._keep_alive.start(opts["lock-check"], now=False)
         # 2. the store (recovery happens here), 3. the broker, 4. the listeners
         adapter_class = registry.load(opts["store"])
+        _freeze_startup_heap()
         self.store = adapter_class(opts["dir"], sync=opts["sync"], reactor=self.reactor)
         await self.store.open()
         self.broker = Broker(self.store, clock=self.reactor, name=opts["broker-name"],
