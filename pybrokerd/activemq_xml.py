@@ -190,7 +190,8 @@ class Translation:
             endpoint = "tcp:%s:interface=%s" % (port, host.replace(":", "\\:"))
             option = {"stomp": "stomp", "stomp+nio": "stomp", "amqp": "amqp",
                       "amqp+nio": "amqp", "tcp": "openwire", "nio": "openwire",
-                      "openwire": "openwire", "auto": "openwire", "auto+nio": "openwire"}.get(scheme)
+                      "openwire": "openwire", "auto": "openwire", "auto+nio": "openwire",
+                      "ws": "stomp-ws"}.get(scheme)
             if option is None:
                 self.report.append("transportConnector %s (%s): %s is not supported"
                                    % (name, uri, scheme or "no scheme"))

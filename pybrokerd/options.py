@@ -47,6 +47,9 @@ class Options(usage.Options):
         ["stomp", None, "tcp:61613:interface=127.0.0.1", "STOMP listen address, or none"],
         ["stomp-ssl", None, "none", "a second STOMP listener, usually TLS: "
                                     "ssl:61614:privateKey=key.pem:certKey=cert.pem, or none"],
+        ["stomp-ws", None, "none", "STOMP over WebSocket listen address (ActiveMQ's ws:// "
+                                   "transport, for stomp.js in a browser): "
+                                   "tcp:61614:interface=127.0.0.1, ssl:... for wss://, or none"],
         ["stomp-ssl-client-ca", None, None, "require TLS clients to present a certificate "
                                             "signed by a CA in this PEM file"],
         ["ssl-client-ca", None, None, "require TLS clients of every ssl: messaging listener "

@@ -167,6 +167,19 @@ class BrokerService(service.Service):
             log.info("{label} listening on {address}", label=label, address=_address(port))
             scheme = "stomp+ssl" if address.lower().startswith("ssl:") else "stomp"
             self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
+        ws = opts.get("stomp-ws") or "none"
+        if ws.lower() != "none":
+            from pybrokerd.protocols.stomp.protocol import WebSocketFactory
+            if self.stomp_factory is None:
+                self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor,
+                                                  config=config)
+            port = await self._listen_optional("stomp-ws", "STOMP over WebSocket", ws,
+                                               WebSocketFactory(self.stomp_factory))
+            if port is not None:
+                self.ports.append(port)
+                log.info("STOMP over WebSocket listening on {address}", address=_address(port))
+                scheme = "wss" if ws.lower().startswith("ssl:") else "ws"
+                self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
         amqp = opts.get("amqp") or "none"
         if amqp.lower() != "none":
             from pybrokerd.protocols.amqp.protocol import AmqpFactory

@@ -195,3 +195,14 @@ def test_unlimited_redeliveries_and_an_ipv6_connector(tmp_path):
     o = parse("--config", str(path))
     assert o["max-redeliveries"] is None  # ActiveMQ's -1: no limit
     assert o["stomp"] == "tcp:61700:interface=\\:\\:1"
+
+
+def test_activemqs_websocket_connector_becomes_the_stomp_over_websocket_listener(tmp_path):
+    path = tmp_path / "activemq.xml"
+    path.write_text('<beans><broker xmlns="http://activemq.apache.org/schema/core">'
+                    '<transportConnectors><transportConnector name="ws" uri="ws://0.0.0.0:61614?'
+                    'maximumConnections=1000&amp;wireFormat.maxFrameSize=104857600"/>'
+                    '</transportConnectors></broker></beans>')
+    o = parse("--config", str(path))
+    assert o["stomp-ws"] == "tcp:61614:interface=0.0.0.0"
+    assert o["max-connections"] == 1000
