@@ -177,3 +177,19 @@ def test_link_joins_frames_split_over_messages_and_answers_pings():
     client.receive_data(out)
     assert isinstance(next(client.events()), CloseConnection) and link.closed
     assert link.send(b"MESSAGE\n\n\x00") == b""  # nothing goes out after the close
+
+
+def test_a_websocket_client_over_the_connection_limit_is_told_why(tmp_path):
+    ws_port = free_port()
+    b = BrokerProcess("--stomp-ws=tcp:%d:interface=127.0.0.1" % ws_port, "--max-connections=1",
+                      directory=str(tmp_path)).start()
+    holder = RawStomp(b.port)
+    try:
+        holder.connect()  # STOMP over TCP and over WebSocket count together
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection("ws://127.0.0.1:%d/" % ws_port, timeout=5)
+        assert refused.value.status_code == 503
+        assert b"maximum" in refused.value.resp_body.lower()
+    finally:
+        holder.close()
+        b.stop()
