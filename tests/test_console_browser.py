@@ -64,3 +64,44 @@ def test_see_a_queue_and_purge_it_from_the_page(tmp_path, browser):
         assert rows["/queue/" + name]["pending"] == 0 and rows["/queue/" + name]["dequeued"] == 3
     finally:
         broker.stop()
+
+
+def test_a_browser_page_speaks_stomp_over_websocket(tmp_path, browser):
+    """What stomp.js does in a page: a WebSocket offering the STOMP subprotocols, CONNECT,
+    SUBSCRIBE, and a MESSAGE sent by a STOMP client over TCP arriving in the page."""
+    from support import free_port
+    ws_port = free_port()
+    broker = BrokerProcess("--stomp-ws=tcp:%d:interface=127.0.0.1" % ws_port,
+                           directory=str(tmp_path)).start()
+    try:
+        dest = "/queue/" + unique("page")
+        browser.get("http://127.0.0.1:%d/" % broker.admin_port())
+        browser.set_script_timeout(15)
+        opened = browser.execute_async_script("""
+            const [url, dest, done] = arguments;
+            const ws = new WebSocket(url, ['v10.stomp', 'v11.stomp', 'v12.stomp']);
+            window.received = [];
+            ws.onmessage = (e) => {
+                window.received.push(e.data);
+                if (e.data.startsWith('RECEIPT')) done(ws.protocol);
+            };
+            ws.onerror = () => done('error');
+            ws.onopen = () => {
+                ws.send('CONNECT\\naccept-version:1.1,1.2\\nhost:localhost\\n\\n\\0');
+                ws.send('SUBSCRIBE\\ndestination:' + dest + '\\nid:0\\nreceipt:sub\\n\\n\\0');
+            };
+            window.stompSocket = ws;
+        """, "ws://127.0.0.1:%d/stomp" % ws_port, dest)
+        assert opened == "v12.stomp"
+        c = RawStomp(broker.port)
+        c.connect()
+        c.receipt("SEND", {"destination": dest}, "to the page, ünïcode".encode())
+        c.close()
+        WebDriverWait(browser, 15).until(lambda d: d.execute_script(
+            "return window.received.some(f => f.startsWith('MESSAGE'))"))
+        message = browser.execute_script(
+            "return window.received.find(f => f.startsWith('MESSAGE'))")
+        assert ("destination:" + dest) in message
+        assert message.endswith("to the page, ünïcode\0\n")
+    finally:
+        broker.stop()
