@@ -151,13 +151,15 @@ class BrokerService(service.Service):
             max_connections_per_address=opts.get("max-connections-per-address", 0),
             max_subscriptions=opts.get("max-subscriptions", 0))
         ids = IdGenerator()
-        # one factory for both STOMP listeners: the connection limits count them together
+        # one factory for every STOMP listener (TCP, TLS, WebSocket): the connection limits
+        # count them together
+        ws = opts.get("stomp-ws") or "none"
+        if any((a or "none").lower() != "none"
+               for a in (opts["stomp"], opts.get("stomp-ssl"), ws)):
+            self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor, config=config)
         for label, address in (("STOMP", opts["stomp"]), ("STOMP+SSL", opts.get("stomp-ssl"))):
             if (address or "none").lower() == "none":
                 continue
-            if self.stomp_factory is None:
-                self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor,
-                                                  config=config)
             endpoint = endpoints.serverFromString(self.reactor, address)
             client_ca = opts.get("stomp-ssl-client-ca") or opts.get("ssl-client-ca")
             if client_ca and address.lower().startswith("ssl:"):
@@ -167,12 +169,8 @@ class BrokerService(service.Service):
             log.info("{label} listening on {address}", label=label, address=_address(port))
             scheme = "stomp+ssl" if address.lower().startswith("ssl:") else "stomp"
             self.broker.management.connectors[scheme] = "%s://%s" % (scheme, _address(port))
-        ws = opts.get("stomp-ws") or "none"
         if ws.lower() != "none":
             from pybrokerd.protocols.stomp.protocol import WebSocketFactory
-            if self.stomp_factory is None:
-                self.stomp_factory = StompFactory(self.broker, ids, clock=self.reactor,
-                                                  config=config)
             port = await self._listen_optional("stomp-ws", "STOMP over WebSocket", ws,
                                                WebSocketFactory(self.stomp_factory))
             if port is not None:
