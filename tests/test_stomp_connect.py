@@ -196,6 +196,28 @@ def test_disconnect_receipt_then_close(raw):
     assert c.wait_closed()
 
 
+def test_frames_sent_behind_a_disconnect_are_refused_in_order_then_closed(raw, broker):
+    """As ActiveMQ: the DISCONNECT's RECEIPT, then "Not connected." for each frame that came
+    after it (naming its receipt), then the end of the connection; nothing of them is done."""
+    dest = "/queue/" + unique("after-bye")
+    c = raw()
+    c.send_raw(b"DISCONNECT\nreceipt:bye\n\n\x00"
+               b"SEND\ndestination:%s\nreceipt:s1\n\nlost\x00"
+               b"SUBSCRIBE\ndestination:%s\nid:1\n\n\x00" % (dest.encode(), dest.encode()))
+    frame = c.recv()
+    assert frame.command == "RECEIPT" and frame.headers["receipt-id"] == "bye"
+    for receipt in ("s1", None):
+        frame = c.recv()
+        assert frame.command == "ERROR" and frame.headers["message"] == "Not connected."
+        assert frame.headers.get("receipt-id") == receipt
+    assert c.wait_closed()
+    probe = RawStomp(broker.port)
+    probe.connect()
+    probe.receipt("SUBSCRIBE", {"destination": dest, "id": "p"})
+    assert probe.maybe_recv(0.3) is None  # the SEND was not done
+    probe.close()
+
+
 def test_duplicate_client_id_is_refused(raw):
     cid = unique("cid")
     raw(**{"client-id": cid})

@@ -103,6 +103,7 @@ class StompSession:
         self.version = "1.0"
         self.connected = False
         self.closing = False
+        self._goodbye = False  # DISCONNECT was handled: the connection closes soon
         self.client_id = None
         self.writable = True
         self.peer = "unknown"
@@ -171,6 +172,11 @@ class StompSession:
         try:
             if command not in CLIENT_COMMANDS:
                 raise ProtocolError("Unknown STOMP action: %s" % _clip(command), fatal=True)
+            if self._goodbye:
+                # sent behind a DISCONNECT: not done, and told so, in order (as ActiveMQ)
+                self._receipts.append([receipt, True, "Not connected.", []])
+                self._flush_receipts()
+                return
             if not self.connected and command not in ("CONNECT", "STOMP"):
                 raise ProtocolError("Not connected.")
             getattr(self, "on_" + command.lower())(frame, receipt)
@@ -683,11 +689,11 @@ class StompSession:
             self.broker.forget_producers(self.producer_ids)
             self.producer_ids = set()
         self._release()
-        if receipt is not None:
-            self._receipt(receipt)
-            self._when_receipts_sent(self._close)
-        else:
-            self._close()
+        self._goodbye = True
+        self._receipt(receipt)
+        # the close waits for the RECEIPTs owed, and for the frames read with this one (each
+        # answered "Not connected.", as by ActiveMQ, instead of dropped without a word)
+        self.clock.callLater(0, self._when_receipts_sent, self._close)
 
     # == output =============================================================================
     def next_ack_id(self) -> str:
