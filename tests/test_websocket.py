@@ -1,8 +1,10 @@
 """STOMP over WebSocket (--stomp-ws, ActiveMQ's ws:// transport): stomp.py's WebSocket
 connection and websocket-client against a real broker; the sans-I/O link on its own."""
 
+import json
 import socket
 import threading
+import urllib.request
 
 import pytest
 import stomp
@@ -73,6 +75,12 @@ def test_stomp_py_over_websocket_talks_to_tcp_clients_both_ways(broker):
         frame = tcp.recv_command("MESSAGE")
         assert frame.body == b"from the browser side"
         assert frame.headers["destination"] == dest + ".back"
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/connections"
+                                    % broker.admin_port()) as answer:
+            rows = json.loads(answer.read())
+        mine = [r for r in rows if any(s["destinations"] == [dest] for s in r["subscriptions"])]
+        assert len(mine) == 1 and mine[0]["remote"].startswith("ws://127.0.0.1:")
+        assert mine[0]["protocol"] == "stomp"
     finally:
         ws_conn.disconnect()
         tcp.close()

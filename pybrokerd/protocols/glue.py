@@ -16,6 +16,7 @@ log = Logger()
 class ConnectionProtocol(protocol.Protocol):
     connection = None
     counted = False
+    scheme = "tcp"  # of the peer's address as the admin API shows it
 
     def connectionMade(self):
         peer = self.transport.getPeer()
@@ -35,7 +36,8 @@ class ConnectionProtocol(protocol.Protocol):
         except (AttributeError, OSError):
             pass
         self.connection = factory.make_connection(
-            self, "tcp://%s:%s" % (getattr(peer, "host", "?"), getattr(peer, "port", "?")),
+            self, "%s://%s:%s" % (self.scheme, getattr(peer, "host", "?"),
+                                  getattr(peer, "port", "?")),
             refusal)
         if self.connection is None:
             return  # refused, and told so by the factory

@@ -32,6 +32,8 @@ class StompFactory(ConnectionFactory):
 class WebSocketStompProtocol(ConnectionProtocol):
     """STOMP over WebSocket: the same session, each direction through a WebSocketLink."""
 
+    scheme = "ws"
+
     def connectionMade(self):
         self.ws = WebSocketLink()
         self._held: list[bytes] = []  # written before the handshake was answered
