@@ -5,11 +5,11 @@ the STOMP bytes carried by the client's messages and the bytes to write back com
 bytes the session writes go in and come out as WebSocket messages.  The framing itself is
 wsproto's (python-hyper, also sans I/O).
 
-As ActiveMQ: any request path is accepted; a client that offers subprotocols gets the first of
-``v12.stomp``, ``v11.stomp``, ``v10.stomp`` and ``stomp`` it offers, in that order (stomp.js offers
-them all; the STOMP version itself is CONNECT's accept-version),
-a client that offers none is spoken STOMP to anyway, and one that offers only others (``mqtt``)
-is turned away with an HTTP 400 that says what to offer.  Frames go out as text messages (what
+As ActiveMQ: any request path is accepted; a client that offers subprotocols gets the highest
+of ``v12.stomp``, ``v11.stomp``, ``v10.stomp`` and ``stomp`` it offers (stomp.js offers them
+all; the STOMP version itself is CONNECT's accept-version), a client that offers none is spoken
+STOMP to anyway, and one that offers only others (``mqtt``) is turned away with an HTTP 400
+that says what to offer.  Frames go out as text messages (what
 stomp.js and ActiveMQ use), or as binary ones when a body is not UTF-8.
 """
 
@@ -35,7 +35,6 @@ class WebSocketLink:
         self.open = False      # the handshake is done: STOMP bytes flow
         self.closed = False    # the socket should be closed once the returned bytes are written
         self.subprotocol: str | None = None
-        self.path: str | None = None
 
     def receive(self, data: bytes) -> tuple[bytes, list[bytes]]:
         """-> (bytes to write back, STOMP bytes the peer sent, in order)."""
@@ -62,15 +61,11 @@ class WebSocketLink:
         return b"".join(out), payload
 
     def _handshake(self, request: Request) -> bytes:
-        self.path = request.target
         offered = list(request.subprotocols)
         chosen = next((p for p in SUBPROTOCOLS if p in offered), None)
         if offered and chosen is None:
             self.closed = True
-            return (self._ws.send(RejectConnection(
-                status_code=400, headers=[(b"content-type", b"text/plain; charset=utf-8"),
-                                          (b"content-length", b"%d" % len(_NOT_STOMP))],
-                has_body=True)) + self._ws.send(RejectData(data=_NOT_STOMP)))
+            return self._reject(400, _NOT_STOMP)
         self.subprotocol = chosen
         self.open = True
         return self._ws.send(AcceptConnection(subprotocol=chosen))
@@ -78,24 +73,26 @@ class WebSocketLink:
     def _refuse(self, error: RemoteProtocolError) -> bytes:
         """Not a WebSocket handshake (a plain HTTP request), or a broken frame."""
         self.closed = True
-        if not self.open:
-            hint = error.event_hint
-            text = ("Not a WebSocket request: %s. This listener speaks STOMP over WebSocket.\n"
-                    % error).encode()
-            status = hint.status_code if isinstance(hint, RejectConnection) else 400
-            try:
-                return (self._ws.send(RejectConnection(
-                    status_code=status,
-                    headers=[(b"content-type", b"text/plain; charset=utf-8"),
-                             (b"content-length", b"%d" % len(text))], has_body=True))
-                        + self._ws.send(RejectData(data=text)))
-            except Exception:
-                return b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
-        # a protocol violation after the handshake: close with the code wsproto chose
         hint = error.event_hint
+        if not self.open:
+            status = hint.status_code if isinstance(hint, RejectConnection) else 400
+            return self._reject(status, ("Not a WebSocket request: %s. This listener speaks "
+                                         "STOMP over WebSocket.\n" % error).encode())
+        # a protocol violation after the handshake: close with the code wsproto chose
         if isinstance(hint, CloseConnection):
             return self._send_quietly(hint)
         return b""
+
+    def _reject(self, status: int, text: bytes) -> bytes:
+        """An HTTP answer with a plain-text reason instead of the handshake."""
+        try:
+            return (self._ws.send(RejectConnection(
+                status_code=status, has_body=True,
+                headers=[(b"content-type", b"text/plain; charset=utf-8"),
+                         (b"content-length", b"%d" % len(text))]))
+                    + self._ws.send(RejectData(data=text)))
+        except Exception:  # wsproto cannot answer in its state: plain HTTP, no reason
+            return b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
 
     def send(self, data: bytes) -> bytes:
         """The WebSocket message carrying these STOMP bytes."""
