@@ -453,6 +453,70 @@ def test_random_splits(stream, data):
     assert parse_all(raw, chunks=chunks) == frames
 
 
+class StepByStepParser(FrameParser):
+    """The parser without its whole-frame shortcut: every frame read line by line."""
+
+    def _whole_frame(self):
+        return None
+
+
+def outcome(parser, raw, version, limits, commands):
+    """(frames, error text, error receipt) of parsing `raw` read at once."""
+    p = parser(limits, commands)
+    p.version = version
+    frames = []
+    try:
+        p.feed(raw)
+        while (f := p.next_frame()) is not None:
+            frames.append(f)
+    except FrameError as e:
+        return frames, str(e), e.receipt
+    return frames, None, None
+
+
+header_bits = st.sampled_from([
+    "destination", "/queue/a", "receipt", "r-1", "content-length", "x", "", ":", "\\c",
+    "\\n", "\\r", "\\t", "\\", " padded ", "caf\u00e9", "\u2603", "h" * 12, "\r", "\x00",
+])
+
+
+@st.composite
+def odd_frame_streams(draw):
+    """Frames, mostly well formed, with whatever a client may get wrong in them."""
+    parts = []
+    for _ in range(draw(st.integers(1, 4))):
+        parts.append(draw(st.sampled_from([b"", b"", b"\n", b"\r\n", b"\n\n"])))
+        eol = draw(st.sampled_from([b"\n"] * 5 + [b"\r\n"]))
+        parts.append(draw(st.sampled_from(
+            [b"SEND"] * 4 + [b"MESSAGE", b"CONNECT", b"BOGUS", b"send", b"SE\x01ND", b"\xff"]))
+            + eol)
+        for _ in range(draw(st.integers(0, 4))):
+            name = draw(st.sampled_from(["destination", "receipt", "x"] * 3 + [
+                "", "a\\cb", "\u2603", " padded ", "h" * 12, "a\\qb", "x\r"]))
+            value = draw(st.sampled_from(["/queue/a", "1", ""])
+                         | st.lists(header_bits, max_size=3).map("".join))
+            parts.append(name.encode() + b":" + value.encode() + eol)
+        body = draw(st.sampled_from([b"", b"abc", b"a\x00c", b"\xff" * 12]))
+        length = draw(st.sampled_from([None, None, len(body), len(body) + 1, " 3 ", "x", "0"]))
+        if length is not None:
+            parts.append(b"content-length:%s" % str(length).encode() + eol)
+        parts.append(eol + body + b"\x00")
+    return b"".join(parts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(odd_frame_streams(), st.sampled_from(["1.0", "1.1", "1.2"]), st.booleans(), st.booleans())
+def test_the_whole_frame_shortcut_parses_as_the_line_by_line_parser(raw, version, small,
+                                                                     known):
+    # a frame that arrives whole takes a quicker path than one assembled across reads:
+    # both must give the same frames, and the same error at the same point
+    limits = Limits(max_command_length=6, max_header_length=30, max_headers=3,
+                    max_body_length=10) if small else None
+    commands = {"SEND", "CONNECT", "STOMP", "MESSAGE"} if known else None
+    expected = outcome(StepByStepParser, raw, version, limits, commands)
+    assert outcome(FrameParser, raw, version, limits, commands) == expected
+
+
 # --- performance -----------------------------------------------------------
 
 BIG = 64 * MiB

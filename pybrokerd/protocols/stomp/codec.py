@@ -143,6 +143,21 @@ def _serialize_slow(command, items, body, esc):
 
 # --- parser ----------------------------------------------------------------
 
+def _decode_lines(lines, version: str, escaped: bool) -> dict[str, str]:
+    """Header lines (EOLs gone) as a dict: the first occurrence of a name wins."""
+    headers: dict[str, str] = {}
+    strip = version == "1.0"
+    for line in lines:
+        name, _, value = line.partition(":")
+        if strip:
+            name, value = name.strip(), value.strip()
+        if escaped and ("\\" in name or "\\" in value):
+            name, value = unescape_header(name, version), unescape_header(value, version)
+        if name not in headers:
+            headers[name] = value
+    return headers
+
+
 _CR = 0x0D
 _CONTENT_LENGTH = re.compile(r"\s*([0-9]+)\s*", re.ASCII)
 
@@ -216,11 +231,64 @@ class FrameParser:
             self._buf = bytearray()
             raise
 
+    def _whole_frame(self) -> Frame | None:
+        """The frame at the front of the buffer when it is all there and plain (LF line ends,
+        ASCII headers, within the limits, a known command), parsed in a few C-speed passes;
+        else None, and the phase-by-phase parser below takes it (and says what is wrong).
+        Most frames arrive whole in one read: this is their path."""
+        buf = self._buf
+        start = 0
+        while start < len(buf) and buf[start] == 10:  # heart-beats (or the EOL after a NUL)
+            start += 1
+        end = buf.find(b"\n\n", start)
+        if end < 0:
+            return None
+        text = buf[start:end].decode("latin-1")
+        if not text.isascii() or "\r" in text:
+            return None
+        lines = text.split("\n")
+        command = lines[0]
+        limits = self.limits
+        if ((self.commands is not None and command not in self.commands)
+                or len(command) > limits.max_command_length or not command.isprintable()
+                or len(lines) > limits.max_headers + 1
+                or (len(text) > limits.max_header_length
+                    and len(max(lines, key=len)) > limits.max_header_length)):
+            return None
+        version = self.version
+        if version == "1.0" or "\\" in text:
+            headers = _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
+        else:
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name not in headers:
+                    headers[name] = value
+        body_start = end + 2
+        value = headers.get("content-length")
+        if value is not None:
+            if not value.isdigit() or not value.isascii():
+                return None
+            stop = body_start + int(value)
+            if len(buf) <= stop or buf[stop] != 0 or stop - body_start > limits.max_body_length:
+                return None
+        else:
+            stop = buf.find(b"\x00", body_start)
+            if stop < 0 or stop - body_start > limits.max_body_length:
+                return None
+        frame = Frame(command, headers, bytes(buf[body_start:stop]))
+        del buf[:stop + 1]
+        return frame
+
     # Each phase returns early with None when it needs more bytes, leaving
     # its progress in the instance so the next call picks up where it stopped.
     def _next_frame(self) -> Frame | None:
         limits = self.limits
         if self._phase == _COMMAND:
+            if self._pos == 0 and self._scan == 0:
+                frame = self._whole_frame()
+                if frame is not None:
+                    return frame
             while True:
                 line = self._line(limits.max_command_length, "command length")
                 if line is None:
@@ -335,15 +403,7 @@ class FrameParser:
                 # a CR before each "\n" belongs to the line break (the last line's break is
                 # outside the region: its text is already complete)
                 parts = [p[:-1] if p.endswith("\r") else p for p in parts[:-1]] + parts[-1:]
-            strip = version == "1.0"
-            for line in parts:
-                name, _, value = line.partition(":")
-                if strip:
-                    name, value = name.strip(), value.strip()
-                if escaped and ("\\" in name or "\\" in value):
-                    name, value = unescape_header(name, version), unescape_header(value, version)
-                if name not in headers:
-                    headers[name] = value
+            headers = _decode_lines(parts, version, escaped)
         self._headers, self._headers_version = headers, version
 
     def _parse_content_length(self) -> int | None:
