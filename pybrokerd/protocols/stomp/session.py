@@ -704,33 +704,30 @@ class StompSession:
                 or consumer.transformation is not None):
             self._emit(self._message_frame(consumer, message, ack_id))
             return
-        # the frame around `subscription` and `ack` is the same for every subscriber of this
-        # protocol version: encode it once (a topic's fan-out reuses the bytes)
+        # the command and header lines are the same for every subscriber of this protocol
+        # version: encoded once (a topic's fan-out reuses the bytes); `subscription` (and
+        # `ack`) close the header block
         key = (self.version, message.redelivery_count)
         wire = message.wire
         if wire is None or wire[0] != key:
-            wire = message.wire = (key, *self._message_parts(message))
-        sub_line = consumer.wire_line
-        if sub_line is None:
-            sub_line = consumer.wire_line = header_lines(
+            wire = message.wire = (key, self._message_head(message))
+        end = consumer.wire_line
+        if end is None:
+            end = consumer.wire_line = header_lines(
                 {"subscription": consumer.subscription_id}, self.version).encode("utf-8")
         if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
-            ack_line = header_lines({"ack": ack_id}, "1.2").encode("utf-8")
-            self._emit(b"".join((b"MESSAGE\n", wire[1], sub_line, ack_line, wire[2])))
-        else:
-            self._emit(b"".join((b"MESSAGE\n", wire[1], sub_line, wire[2])))
+            end += header_lines({"ack": ack_id}, "1.2").encode("utf-8")
+        self._emit(b"".join((wire[1], end, b"\n", message.body, b"\x00\n")))
 
-    def _message_parts(self, message: Message) -> tuple[bytes, bytes]:
-        """(standard header lines, property lines + blank line + body + NUL) of a MESSAGE."""
+    def _message_head(self, message: Message) -> bytes:
+        """The command and header lines of a MESSAGE, but for `subscription` and `ack`."""
         h = self._standard_headers(message)
-        rest = {k: v if type(v) is str else java_text(v) for k, v in message.properties.items()
-                if k not in _NOT_ECHOED and k not in h}
-        body = message.body
-        if message.is_bytes or b"\x00" in body:
-            rest["content-length"] = str(len(body))
-        return (header_lines(h, self.version).encode("utf-8"),
-                b"".join(((header_lines(rest, self.version) + "\n").encode("utf-8"), body,
-                          b"\x00\n")))
+        for k, v in message.properties.items():
+            if k not in _NOT_ECHOED and k not in h:
+                h[k] = v if type(v) is str else java_text(v)
+        if message.is_bytes or b"\x00" in message.body:
+            h["content-length"] = str(len(message.body))
+        return ("MESSAGE\n" + header_lines(h, self.version)).encode("utf-8")
 
     def _standard_headers(self, message: Message) -> dict:
         h = {"message-id": message.message_id,
