@@ -51,6 +51,10 @@ _NOT_PROPERTIES = frozenset((
     "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
     "correlation-id", "reply-to", "type"))
 
+# headers of a SEND, besides persistent, that set a field of the message (or its kind)
+_FIELD_HEADERS = frozenset((
+    "priority", "expires", "timestamp", "reply-to", "amq-msg-type", "correlation-id", "type"))
+
 # headers that set a JMS field of the message rather than a property (ActiveMQ's setters)
 _JMS_FIELDS = frozenset((
     "JMSCorrelationID", "JMSType", "JMSPriority", "JMSExpiration", "JMSTimestamp",
@@ -410,6 +414,24 @@ class StompSession:
 
     def _build_message(self, frame, destination: Destination) -> Message:
         h = frame.headers
+        properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
+        if not _FIELD_HEADERS.isdisjoint(h):
+            return self._build_message_with_fields(frame, destination, properties)
+        persistent = h.get("persistent")
+        message = Message(
+            "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
+            properties=properties,
+            persistent=persistent is not None and persistent.strip().lower() == "true",
+            is_bytes="content-length" in h)
+        if not _JMS_FIELDS.isdisjoint(properties):
+            self._jms_fields(message)
+        return message
+
+    def _build_message_with_fields(self, frame, destination: Destination,
+                                   properties: dict) -> Message:
+        """A SEND that sets priority, expiry, timestamp, correlation id, reply-to, type or
+        the message's kind itself."""
+        h = frame.headers
         # out of 0-9: the nearest (as ActiveMQ, which clamps a JMS priority)
         priority = min(max(_int_header(h, "priority", DEFAULT_PRIORITY), 0), 9)
         expires = _int_header(h, "expires", 0)
@@ -419,7 +441,6 @@ class StompSession:
             reply_to = self._reply_to(reply_to)
         msg_type = h.get("amq-msg-type")
         is_bytes = msg_type == "bytes" if msg_type in ("bytes", "text") else "content-length" in h
-        properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
         if msg_type == "text" and "content-length" in h:
             # ActiveMQ keeps the length of a text message said to be text as a property: it
             # comes back on the MESSAGE (amq-msg-type itself is kept as any other header)
