@@ -64,6 +64,9 @@ class ConnectionProtocol(protocol.Protocol):
     def write(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def write_many(self, chunks: list) -> None:
+        self.transport.writeSequence(chunks)
+
     def close(self) -> None:
         self.transport.loseConnection()
 

@@ -60,6 +60,10 @@ class WebSocketStompProtocol(ConnectionProtocol):
         else:
             self._held.append(data)
 
+    def write_many(self, chunks: list) -> None:
+        for data in chunks:  # a WebSocket message per frame
+            self.write(data)
+
     def close(self) -> None:
         if not self.ws.open and self._held and not self.ws.closed:
             # refused before any handshake (a connection limit): say so in HTTP

@@ -1,7 +1,8 @@
 """One STOMP connection: frames in, broker calls, frames out.
 
 The session knows nothing of sockets.  Its owner (the Twisted protocol, or a test) gives it a
-``Link`` with ``write(bytes)``, ``close()`` and ``log`` and feeds it bytes; the session tells
+``Link`` with ``write(bytes)``, ``close()`` and ``log`` (and, if it can take several frames
+in one call, ``write_many(list of bytes)``) and feeds it bytes; the session tells
 the link when the connection must end.  Timers (heart-beats, the CONNECT deadline) use the
 injected clock, so tests can drive them with ``twisted.internet.task.Clock``.
 
@@ -92,6 +93,34 @@ class ProtocolError(Exception):
         self.fatal = fatal
 
 
+class _Writes:
+    """While STOMP input is being handled (one read from a socket, or the queues woken by a
+    socket with room again), the frames written to each connection are gathered and handed
+    to its socket in one call at the end: one pass through the transport per connection
+    and read instead of one per frame.  A connection that has gathered FLUSH_AT bytes is
+    written at once, so that a full socket still stops a dispatch as before (flow control).
+    One per process: the reactor thread is the only one that writes."""
+
+    FLUSH_AT = 64 * 1024
+
+    def __init__(self):
+        self.depth = 0
+        self.sessions: list = []
+
+    def __enter__(self):
+        self.depth += 1
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+        if not self.depth:
+            sessions, self.sessions = self.sessions, []
+            for session in sessions:
+                session._flush()
+
+
+_WRITES = _Writes()
+
+
 @implementer(IConsumerSession)
 class StompSession:
     protocol = "stomp"
@@ -134,6 +163,8 @@ class StompSession:
         self._late_acks: dict[str, str | None] = {}
         self._after_receipts: list = []
         self._last_read = self._last_write = clock.seconds()
+        self._out: list | None = None  # frames gathered while input is handled (_Writes)
+        self._out_size = 0
         self._read_timer = self._write_timer = None
         self._read_window = self._write_interval = 0.0
         self._connect_timer = clock.callLater(self.config.connect_timeout, self._connect_timed_out)
@@ -144,18 +175,19 @@ class StompSession:
         if self.closing:
             return
         self.parser.feed(data)
-        while not self.closing:
-            try:
-                frame = self.parser.next_frame()
-            except FrameError as e:
-                self._error(str(e), receipt=e.receipt, fatal=True)
-                return
-            if frame is None:
-                return
-            if self._waiting is not None:
-                self._waiting.append(frame)  # the CONNECT is still being authenticated
-                continue
-            self._handle(frame)
+        with _WRITES:
+            while not self.closing:
+                try:
+                    frame = self.parser.next_frame()
+                except FrameError as e:
+                    self._error(str(e), receipt=e.receipt, fatal=True)
+                    return
+                if frame is None:
+                    return
+                if self._waiting is not None:
+                    self._waiting.append(frame)  # the CONNECT is still being authenticated
+                    continue
+                self._handle(frame)
 
     def _handle(self, frame) -> None:
         # Messages this frame makes the broker dispatch to this same connection go out after
@@ -808,8 +840,33 @@ class StompSession:
     def _send(self, data: bytes) -> None:
         if self.closing:
             return
+        if _WRITES.depth:
+            if self._out is None:
+                self._out = [data]
+                self._out_size = len(data)
+                _WRITES.sessions.append(self)
+            else:
+                self._out.append(data)
+                self._out_size += len(data)
+                if self._out_size >= _WRITES.FLUSH_AT:
+                    self._flush()
+            return
         self._last_write = self.clock.seconds()
         self.link.write(data)
+
+    def _flush(self) -> None:
+        """Write what was gathered for this connection (_Writes)."""
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        self._last_write = self.clock.seconds()
+        write_many = getattr(self.link, "write_many", None)
+        if write_many is not None:
+            write_many(out)
+        else:
+            for data in out:
+                self.link.write(data)
 
     def _error(self, text: str, receipt: str | None = None, fatal: bool = False) -> None:
         headers = {"content-type": "text/plain"}
@@ -911,9 +968,10 @@ class StompSession:
         if self.closing:
             return  # nothing more goes out: a delivery now would be lost
         self.writable = True
-        for consumer in list(self.subscriptions.values()):
-            for source in list(consumer.sources):
-                source.wake()
+        with _WRITES:
+            for consumer in list(self.subscriptions.values()):
+                for source in list(consumer.sources):
+                    source.wake()
 
     def shutdown(self) -> None:
         """The broker is stopping: read nothing more, deliver nothing more, send the
@@ -926,6 +984,7 @@ class StompSession:
     def _close(self) -> None:
         if self.closing:
             return
+        self._flush()
         self.closing = True
         self.writable = False
         self.link.close()
@@ -948,6 +1007,7 @@ class StompSession:
     def connection_lost(self) -> None:
         self.closing = True
         self.writable = False
+        self._out = None  # nowhere to go
         if self._flow_wait is not None:
             self._flow_wait.cancel()  # a producer that went away waits for nothing
         for timer in (self._read_timer, self._write_timer, self._connect_timer):
