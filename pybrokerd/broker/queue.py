@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
 from typing import Callable, Iterable
 
 from twisted.internet import defer
@@ -131,10 +132,13 @@ class Consumer:
                 source.store.mark_delivered(message)
         source.dispatched_count += 1
         # ActiveMQ's "enqueue time": how long a message waited before it was dispatched
-        source.dispatch_time.add(now_ms() - message.timestamp)
+        source.dispatch_time.add(int(time.time() * 1000) - message.timestamp)
         self.session.deliver(self, message, ack_id)
         if self.ack_mode == AUTO:
-            source.broker.consumed(source, message)
+            if message.persistent:
+                source.broker.consumed(source, message)
+            else:
+                source.dequeue_count += 1  # nothing stored, nothing held: gone
 
     def take(self, ack_ids: Iterable[str]) -> list[Delivery]:
         """Remove these deliveries from the in-flight set and return them."""
@@ -658,7 +662,7 @@ class TopicSubscription(MessageQueue):
     discarded = 0  # messages dropped because the subscriber did not keep up
 
     def enqueue(self, message: Message) -> None:
-        limit = getattr(self.broker, "topic_pending_limit", 0)
+        limit = self.broker.topic_pending_limit
         if limit and self.durable_key is None and len(self.pending) >= limit:
             # a non-durable subscriber that stopped reading must not grow broker memory
             # without bound: keep its newest `limit` messages (ActiveMQ's
