@@ -279,6 +279,11 @@ class BatchingAdapter:
         """The encoded message (may run in a pool thread, concurrently with the writer)."""
         raise NotImplementedError
 
+    def backend_read_many(self, key: str, wanted: list[tuple[str, int]]) -> list:
+        """The encoded messages [(message id, seq)] in that order (bytes-like), as
+        backend_read; a backend that can read neighbours in one go says so here."""
+        return [self.backend_read(key, message_id, seq) for message_id, seq in wanted]
+
     def backend_maintenance(self) -> None:
         """Periodic work in the writer thread between batches (checkpoints, GC)."""
 
@@ -777,8 +782,9 @@ class BatchingAdapter:
 
         def read():
             found = {}
-            for i, message_id, seq in to_read:
-                message = found[i] = serialization.decode(self.backend_read(key, message_id, seq))
+            raw = self.backend_read_many(key, [(message_id, seq) for _, message_id, seq in to_read])
+            for (i, message_id, seq), data in zip(to_read, raw):
+                message = found[i] = serialization.decode(data)
                 # the same string as the catalogue's key, not a copy per read (a million
                 # scheduled jobs read back on start keep one id string each, not two)
                 message.message_id = message_id

@@ -126,3 +126,33 @@ def test_one_old_message_does_not_pin_its_segment(tmp_path):
     assert a.size() < 200 * 1024
     yield a.close()
     assert (yield ids_after_reopen(tmp_path)) == ["ID:j-0", "ID:j-1000", "ID:j-1001", "ID:j-1002"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_messages_read_back_in_runs_are_each_whole(tmp_path):
+    # neighbours in the journal are read with one pread per run: across segment ends, over
+    # the holes removed messages leave, and with runs longer than one read may span
+    a = yield opened(tmp_path, max_file_length=256 * 1024)
+    store = a.queue_store("q")
+    sizes = {i: (i * 7919) % 9000 + 1 for i in range(400)}
+    batch = []
+    for i in range(400):
+        batch.append(store.add(msg(i, sizes[i])))
+        if i % 25 == 24:  # batches of 25: long runs of neighbours
+            yield defer.gatherResults(batch)
+            batch = []
+    assert len(segments(tmp_path)) > 3
+    removed = {i for i in range(400) if i % 3 == 0 or 100 <= i < 130}
+    yield defer.gatherResults([store.remove("ID:j-%d" % i) for i in sorted(removed)])
+    kept = [i for i in range(400) if i not in removed]
+    for window in (1, 7, 1000):
+        got, after = [], None
+        while True:
+            messages = yield store.recover(window, after=after)
+            if not messages:
+                break
+            got.extend(messages)
+            after = messages[-1].message_id
+        assert [m.message_id for m in got] == ["ID:j-%d" % i for i in kept]
+        assert [m.body for m in got] == [bytes([i % 256]) * sizes[i] for i in kept]
+    yield a.close()
