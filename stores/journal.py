@@ -470,8 +470,7 @@ class JournalAdapter(BatchingAdapter):
                                or time.monotonic() - self._ckpt_time >= self.checkpoint_interval)
         if due:
             self._checkpoint()
-            self._collect()
-            self._compact()
+            self._compact(self._collect())
 
     def _checkpoint(self):
         os.fdatasync(self._fd)
@@ -511,7 +510,8 @@ class JournalAdapter(BatchingAdapter):
                     live[seg] = live.get(seg, 0) + (value & _MASK32)
         return live
 
-    def _collect(self):
+    def _collect(self) -> dict[int, int]:
+        """Delete the segments nothing needs any more; -> the live bytes of each segment."""
         live = self._live_by_segment()
         for segment in list(self._segments):
             if segment >= self._ckpt_pos[0] or segment in live:
@@ -526,10 +526,11 @@ class JournalAdapter(BatchingAdapter):
             except FileNotFoundError:
                 pass
             log.debug("journal: deleted segment {segment}", segment=segment)
+        return live
 
-    def _compact(self):
-        """Copy the live messages of one mostly-dead old segment forward."""
-        live = self._live_by_segment()
+    def _compact(self, live: dict[int, int]):
+        """Copy the live messages of one mostly-dead old segment forward (`live`: the live
+        bytes of each segment, as _collect found them just before)."""
         for segment in self._segments:
             if segment >= self._ckpt_pos[0] or segment not in live:
                 continue
