@@ -282,14 +282,14 @@ class Broker:
             stamp = self._producer_sequence(*producer)
             if stamp is None:
                 return self._duplicate_done(producer[0])
-        done = []
+        scheduled = []
         ops: list = []
         try:
             self._check_stores(messages)
             for message in messages:
-                scheduled = self._to_scheduler(message)
-                if scheduled is not None:
-                    done.append(scheduled)
+                job = self._to_scheduler(message)
+                if job is not None:
+                    scheduled.append(job)
                 else:
                     self._route(message, ops)
         except Exception:
@@ -300,10 +300,11 @@ class Broker:
                 else:
                     self.producers[producer_id] = previous
             raise
-        scheduled = list(done)
+        if stamp is None and not scheduled:
+            return self._persist(ops, durable)  # the common case: a plain send
         if stamp is not None and first.persistent and not scheduled:
             ops.append(("producer", None, stamp[:2]))  # atomic with the message's add
-        done.append(self._persist(ops, durable))
+        done = scheduled + [self._persist(ops, durable)]
         if stamp is not None and first.persistent and scheduled:
             # the job went to the scheduler's own store: the producer's sequence is written
             # only once the job is durable there, or a crash in between would leave a
@@ -332,16 +333,20 @@ class Broker:
 
     def _check_stores(self, messages: list[Message]) -> None:
         """Refuse at once what a store that cannot write would have to hold."""
-        failure = getattr(self.store, "failure", None)
-        if failure is not None and any(m.persistent for m in messages):
-            raise BrokerError(
-                "Persistent messages are refused: %s. The broker tries again every second and "
-                "accepts them once it can write; non-persistent messages still flow"
-                % _store_trouble(self.store))
-        if self.scheduler is not None and any(is_scheduled(m) for m in messages):
+        if getattr(self.store, "failure", None) is not None:
+            for message in messages:
+                if message.persistent:
+                    raise BrokerError(
+                        "Persistent messages are refused: %s. The broker tries again every "
+                        "second and accepts them once it can write; non-persistent messages "
+                        "still flow" % _store_trouble(self.store))
+        if self.scheduler is not None:
             store = self.scheduler.adapter
             if getattr(store, "failure", None) is not None:
-                raise BrokerError("Scheduled messages are refused: %s" % _store_trouble(store))
+                for message in messages:
+                    if is_scheduled(message):
+                        raise BrokerError("Scheduled messages are refused: %s"
+                                          % _store_trouble(store))
 
     def _producer_sequence(self, producer_id: str, raw):
         """(producer id, sequence, previous sequence) for a stamped send, None for a duplicate."""

@@ -422,8 +422,9 @@ class StompSession:
         message = self._build_message(frame, destinations[0])
         if has_scheduling_headers(message.properties):
             parse_schedule(message.properties)  # refuse bad values now, with a clear ERROR
-        copies = [message] + [message.copy(destination=d) for d in destinations[1:]]
-        if len(copies) > 1:
+        copies = [message]
+        if len(destinations) > 1:
+            copies += [message.copy(destination=d) for d in destinations[1:]]
             # ActiveMQ: each copy remembers the composite it was sent to, in its own notation
             # ("/queue/a,queue://b,topic://c" as a STOMP header)
             first = destinations[0]
