@@ -400,6 +400,23 @@ def test_escape_round_trip(text, version):
     assert unescape_header(escape_header(text, version), version) == text
 
 
+@given(st.text(st.sampled_from("\\cnrt:x\n"), max_size=12), st.sampled_from(["1.0", "1.1", "1.2"]))
+def test_unescape_reads_each_sequence_once_left_to_right(text, version):
+    # what the spec's grammar says, one escape at a time: the quick path must agree
+    table = {"\\": "\\", "c": ":", "n": "\n"}
+    if version == "1.2":
+        table["r"] = "\r"
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            out.append(table.get(text[i + 1], text[i:i + 2]))
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    assert unescape_header(text, version) == "".join(out)
+
+
 @given(st.dictionaries(st.text(), st.text(), max_size=5), st.binary(max_size=50))
 def test_serialize_parse_round_trip_12(headers, body):
     headers.pop("content-length", None)

@@ -85,6 +85,14 @@ def unescape_header(text: str, version: str) -> str:
     # every version, so a 1.0 client relying on that keeps working.
     if "\\" not in text:
         return text
+    if "\\\\" not in text:
+        # no escaped backslash, so each of these is an escape: str.replace, in C (an ack id
+        # of a 1.2 ACK has five colons)
+        plain = text.replace("\\c", ":").replace("\\n", "\n")
+        if version not in ("1.0", "1.1"):
+            plain = plain.replace("\\r", "\r")
+        if "\\" not in plain:
+            return plain
     table = _UNESCAPE_12 if version not in ("1.0", "1.1") else _UNESCAPE_11
     # An unknown sequence (or a lone trailing backslash, which the regex does
     # not match) stays literal: ActiveMQ is lenient here, not strict like the spec.
