@@ -107,6 +107,9 @@ class Consumer:
         self.implicit_id = False  # STOMP 1.0 SUBSCRIBE without an id
         self.transformation = None  # STOMP: how map messages are rendered for it
         self.wire_line = None  # the protocol's encoding of its subscription header (cache)
+        # does each delivery get an ack id?  Always when it is to be acked; an auto-ack
+        # delivery too unless its session says it has no use for one (STOMP sends none)
+        self.numbered = ack_mode != AUTO or getattr(session, "numbers_auto_deliveries", True)
 
     def has_credit(self) -> bool:
         if self.closed or not self.session.writable:
@@ -121,7 +124,7 @@ class Consumer:
         return self.selector(message.selector_value)
 
     def deliver(self, source: "MessageQueue", message: Message) -> None:
-        ack_id = self.session.next_ack_id()
+        ack_id = self.session.next_ack_id() if self.numbered else None
         if self.ack_mode != AUTO:
             self.in_flight[ack_id] = Delivery(message, source, ack_id)
             source.pending.memory.used += message.size  # held until acked

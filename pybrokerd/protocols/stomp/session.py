@@ -124,6 +124,7 @@ _WRITES = _Writes()
 @implementer(IConsumerSession)
 class StompSession:
     protocol = "stomp"
+    numbers_auto_deliveries = False  # a MESSAGE to an auto-ack subscription has no ack id
 
     def __init__(self, broker, link, *, clock, id_generator, config: StompConfig | None = None):
         self.broker = broker
