@@ -25,9 +25,14 @@ def _freeze_startup_heap():
     until exit) aside from Python's cyclic garbage collector.  Its full collection walks
     every object it tracks: those alone made it a pause of about 10 ms, felt by every client
     as a latency spike several times a minute under load.  Objects freed by reference count
-    are freed as ever; only a cycle among these would never be collected."""
+    are freed as ever; only a cycle among these would never be collected.
+
+    The youngest generation is collected every 10,000 allocations instead of 700: nearly
+    every object of a message's path is freed by its reference count long before, so the
+    frequent collections found little and cost 4-5 % of a non-persistent message's CPU."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10000, 10, 10)
 
 
 class BrokerService(service.Service):
