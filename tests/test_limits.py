@@ -1,5 +1,7 @@
 """Connection and subscription limits: a clear ERROR, never a silent drop or a hang."""
 
+import socket
+
 import pytest
 
 from support import BrokerProcess, RawStomp, unique, wait_until
@@ -118,6 +120,38 @@ def test_a_topic_subscriber_that_stops_reading_does_not_grow_broker_memory(tmp_p
                 break
             got.append(frame.headers["n"])
         assert got[-1] == "last" and len(got) < 30000
+    finally:
+        broker.stop()
+
+
+def test_an_auto_ack_consumer_that_reads_nothing_takes_only_what_its_socket_holds(tmp_path):
+    # frames for a connection are gathered while the broker handles a read and written
+    # together; a consumer that stops reading must still stop the dispatch once its socket
+    # is full, and leave the rest of the queue to a consumer that reads
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        queue = "/queue/" + unique()
+        producer = RawStomp(broker.port)
+        producer.connect()
+        body = b"x" * 1024
+        count = 20000
+        for i in range(count - 1):
+            producer.send("SEND", {"destination": queue}, body)
+        assert producer.receipt("SEND", {"destination": queue}, body).command == "RECEIPT"
+        stalled = RawStomp(broker.port)
+        # a small receive buffer: this machine lets one grow to 32 MiB, the whole queue
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        stalled.connect()
+        stalled.receipt("SUBSCRIBE", {"destination": queue, "id": "1", "ack": "auto"})
+        # ...and it reads nothing from now on
+        reader = RawStomp(broker.port)
+        reader.connect()
+        reader.receipt("SUBSCRIBE", {"destination": queue, "id": "1", "ack": "auto"})
+        got = 0
+        while reader.maybe_recv(2.0) is not None:
+            got += 1
+        # the socket's buffers (the broker's send buffer grows to 4 MiB here) hold the rest
+        assert got > count // 2, "the consumer that reads got %d of %d" % (got, count)
     finally:
         broker.stop()
 

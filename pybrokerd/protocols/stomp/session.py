@@ -152,6 +152,9 @@ class StompSession:
         self._message_seq = itertools.count(1)
         self._ack_seq = itertools.count(1)
         self._held = None  # MESSAGE frames waiting for the current frame's answer
+        self._held_bytes = 0  # of the frames held back (here or behind a RECEIPT)
+        self._holding = False  # so many are held back that no more are dispatched for now
+        self._paused = False  # the socket's send buffer is full
         self._blocked = False  # a SEND waits for room (flow control): reading is paused
         self._flow_wait = None
         self._receipts: collections.deque = collections.deque()
@@ -202,6 +205,7 @@ class StompSession:
             held, self._held = self._held, None
             for data in held:
                 self._emit(data)
+            self._released()
 
     def _dispatch_frame(self, frame) -> None:
         command = frame.command
@@ -260,6 +264,7 @@ class StompSession:
             held, self._held = self._held, None
             for data in held:
                 self._emit(data)
+            self._released()
         self._replay(waiting)
 
     def _replay(self, frames) -> None:
@@ -835,6 +840,22 @@ class StompSession:
             self._barrier[3].append(data)
         else:
             self._send(data)
+            return
+        self._held_bytes += len(data)
+        if self._held_bytes >= _WRITES.FLUSH_AT and self.writable:
+            # held frames are not in the socket's buffer, so its flow control cannot stop
+            # the dispatch: stop it here until they are out (a SUBSCRIBE to a long queue)
+            self.writable = False
+            self._holding = True
+
+    def _released(self) -> None:
+        """Frames held back may have gone out: once none is held, dispatch resumes."""
+        if self._held is None and self._barrier is None:
+            self._held_bytes = 0
+            if self._holding:
+                self._holding = False
+                if not self._paused:
+                    self.resume_writing()
 
     def _write(self, command: str, headers, body: bytes = b"") -> None:
         self._send(serialize(command, headers, body, self.version))
@@ -927,6 +948,7 @@ class StompSession:
                 self._write("RECEIPT", {"receipt-id": receipt})
             for data in after:
                 self._send(data)
+        self._released()
         if not self._receipts and self._after_receipts:
             callbacks, self._after_receipts = self._after_receipts, []
             for cb in callbacks:
@@ -964,11 +986,13 @@ class StompSession:
             self.link.resume_reading()
 
     def pause_writing(self) -> None:
+        self._paused = True
         self.writable = False
 
     def resume_writing(self) -> None:
-        if self.closing:
-            return  # nothing more goes out: a delivery now would be lost
+        self._paused = False
+        if self.closing or self._holding:
+            return  # nothing more goes out (a delivery now would be lost), or not yet
         self.writable = True
         with _WRITES:
             for consumer in list(self.subscriptions.values()):
@@ -981,6 +1005,7 @@ class StompSession:
         ActiveMQ does (a reset could lose a RECEIPT in flight and make the client re-send)."""
         self.link.pause_reading()
         self.writable = False
+        self._holding = False  # and nothing is to resume the dispatch
         self._when_receipts_sent(self._close)
 
     def _close(self) -> None:
