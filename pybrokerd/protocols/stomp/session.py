@@ -203,9 +203,7 @@ class StompSession:
             self._dispatch_frame(frame)
         finally:
             held, self._held = self._held, None
-            for data in held:
-                self._emit(data)
-            self._released()
+            self._emit_held(held)
 
     def _dispatch_frame(self, frame) -> None:
         command = frame.command
@@ -262,9 +260,7 @@ class StompSession:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
         finally:
             held, self._held = self._held, None
-            for data in held:
-                self._emit(data)
-            self._released()
+            self._emit_held(held)
         self._replay(waiting)
 
     def _replay(self, frames) -> None:
@@ -848,14 +844,20 @@ class StompSession:
             self.writable = False
             self._holding = True
 
+    def _emit_held(self, held: list) -> None:
+        """The frame is answered: what it held back goes out (or behind a RECEIPT still
+        owed, where it is counted again)."""
+        self._held_bytes -= sum(map(len, held))
+        for data in held:
+            self._emit(data)
+        self._released()
+
     def _released(self) -> None:
-        """Frames held back may have gone out: once none is held, dispatch resumes."""
-        if self._held is None and self._barrier is None:
-            self._held_bytes = 0
-            if self._holding:
-                self._holding = False
-                if not self._paused:
-                    self.resume_writing()
+        """Frames held back went out: below FLUSH_AT held, dispatch resumes."""
+        if self._holding and self._held_bytes < _WRITES.FLUSH_AT:
+            self._holding = False
+            if not self._paused:
+                self.resume_writing()
 
     def _write(self, command: str, headers, body: bytes = b"") -> None:
         self._send(serialize(command, headers, body, self.version))
@@ -947,6 +949,7 @@ class StompSession:
             elif receipt is not None:
                 self._write("RECEIPT", {"receipt-id": receipt})
             for data in after:
+                self._held_bytes -= len(data)
                 self._send(data)
         self._released()
         if not self._receipts and self._after_receipts:
