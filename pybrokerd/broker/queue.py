@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import time
 from typing import Callable, Iterable
 
 from twisted.internet import defer
@@ -135,7 +134,7 @@ class Consumer:
                 source.store.mark_delivered(message)
         source.dispatched_count += 1
         # ActiveMQ's "enqueue time": how long a message waited before it was dispatched
-        source.dispatch_time.add(int(time.time() * 1000) - message.timestamp)
+        source.dispatch_time.add(now_ms() - message.timestamp)
         self.session.deliver(self, message, ack_id)
         if self.ack_mode == AUTO:
             if message.persistent:

@@ -263,15 +263,7 @@ class FrameParser:
                 or (len(text) > limits.max_header_length
                     and len(max(lines, key=len)) > limits.max_header_length)):
             return None
-        version = self.version
-        if version == "1.0" or "\\" in text:
-            headers = _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
-        else:
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name not in headers:
-                    headers[name] = value
+        headers = _decode_lines(lines[1:], self.version, command not in _NOT_ESCAPED)
         body_start = end + 2
         value = headers.get("content-length")
         if value is not None:
