@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from pybrokerd.protocols.stomp.codec import serialize
 from support import ROOT, BrokerProcess, RawStomp, unique, wait_until
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "store_failure_child.py")
@@ -93,6 +94,44 @@ def test_the_broker_refuses_persistent_sends_while_its_store_cannot_write(tmp_pa
         broker.stop()
 
 
+def test_each_send_without_receipt_that_the_store_fails_gets_its_own_error(tmp_path):
+    """Sends without receipts are answered only when they fail: one ERROR for each of them
+    that was not stored, before the answer to a later frame, and none for those that were."""
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        producer = RawStomp(broker.port)
+        producer.connect()
+        dest = "/queue/" + unique("lazy")
+        assert producer.receipt("SEND", {"destination": dest, "persistent": "true"},
+                                b"first").command == "RECEIPT"
+        segment = max(glob.glob(os.path.join(broker.store_dir, "db-*.log")), key=_data_size)
+        _limit_file_size(broker.proc.pid, _data_size(segment) + 128 * 1024)
+        sends = 60
+        body = b"z" * 16 * 1024  # 960 KiB in all: most cannot be written
+        producer.send_raw(b"".join(
+            serialize("SEND", {"destination": dest, "persistent": "true", "n": str(n)}, body,
+                      "1.2") for n in range(sends)))
+        last = producer.receipt("SEND", {"destination": "/queue/" + unique("np")}, b"np")
+        assert last.command == "RECEIPT"  # non-persistent: stored nowhere, and done
+        errors = producer.backlog
+        assert errors and all(f.command == "ERROR" and "receipt-id" not in f.headers
+                              for f in errors), errors
+        assert any("could not store" in f.headers["message"] for f in errors)
+        _limit_file_size(broker.proc.pid, resource.RLIM_INFINITY)
+        assert wait_until(lambda: producer.receipt(
+            "SEND", {"destination": dest, "persistent": "true", "n": "after"},
+            b"a").command == "RECEIPT", timeout=10, interval=0.2)
+        producer.close()
+        got = _drain(broker, dest)
+        assert got[0] is None and got[-1] == "after"  # "first" has no n
+        stored = got[1:-1]
+        # those written came first, in order; each of the others was refused with an ERROR
+        assert stored == [str(n) for n in range(len(stored))]
+        assert len(stored) < sends and len(errors) == sends - len(stored)
+    finally:
+        broker.stop()
+
+
 def _drain(broker, dest, ack="auto"):
     c = RawStomp(broker.port)
     c.connect()
@@ -102,6 +141,6 @@ def _drain(broker, dest, ack="auto"):
         frame = c.maybe_recv(1.0)
         if frame is None:
             break
-        got.append(frame.headers["n"])
+        got.append(frame.headers.get("n"))
     c.close()
     return got

@@ -905,13 +905,29 @@ class StompSession:
             self._close()
 
     def _receipt(self, receipt: str | None, done: defer.Deferred | None = None) -> None:
-        """Send RECEIPT once `done` fires, keeping receipts in the order of their frames."""
-        if receipt is None and (done is None or (done.called and not self._receipts)):
-            # nothing to order against: only a failure is reported (a fired Deferred's
-            # result says at once whether there is one: the common case costs nothing)
-            if done is not None and isinstance(getattr(done, "result", None), failure.Failure):
+        """Send RECEIPT once `done` fires, keeping receipts in the order of their frames.
+
+        Frames without a receipt matter only if they fail (an ERROR, in order): those whose
+        Deferreds have not fired yet share one entry per run of them (one list, and one flush
+        when the last of them is done, instead of one of each per SEND)."""
+        if receipt is None:
+            if done is None:
+                return
+            if not done.called:
+                receipts = self._receipts
+                entry = receipts[-1] if receipts else None
+                if entry is not None and len(entry) == 5 and not entry[1]:
+                    entry[4] += 1  # a run of frames without receipts: one more in it
+                else:
+                    entry = [None, False, None, [], 1]
+                    receipts.append(entry)
+                done.addBoth(self._part_done, entry)
+                return
+            if not isinstance(getattr(done, "result", None), failure.Failure):
+                return  # done, and nothing to tell: nothing to order either
+            if not self._receipts:
                 done.addErrback(lambda f: self._error(self._failure_text(f)))
-            return
+                return
         entry = [receipt, done is None or done.called, None, []]  # + MESSAGEs to send after it
         if done is not None and not done.called:
             def fired(result, entry=entry):
@@ -928,6 +944,16 @@ class StompSession:
             self._barrier = entry
         self._flush_receipts()
 
+    def _part_done(self, result, entry: list) -> None:
+        """One of a run of frames without receipts is done (see _receipt)."""
+        if isinstance(result, failure.Failure):
+            text = self._failure_text(result)
+            entry[2] = [text] if entry[2] is None else entry[2] + [text]
+        entry[4] -= 1
+        if not entry[4]:
+            entry[1] = True
+            self._flush_receipts()
+
     def _failure_text(self, failure) -> str:
         if failure.check(defer.FirstError):
             failure = failure.value.subFailure
@@ -943,8 +969,11 @@ class StompSession:
             entry = self._receipts.popleft()
             if entry is self._barrier:
                 self._barrier = None  # and no entry after it holds MESSAGEs
-            receipt, _, failure, after = entry
-            if failure is not None:
+            receipt, failure, after = entry[0], entry[2], entry[3]
+            if type(failure) is list:  # a run of frames without receipts (see _receipt)
+                for text in failure:
+                    self._error(text)
+            elif failure is not None:
                 self._error(failure, receipt=receipt)
             elif receipt is not None:
                 self._write("RECEIPT", {"receipt-id": receipt})
