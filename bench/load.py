@@ -136,15 +136,17 @@ class FrameReader:
 
 # -- producer -----------------------------------------------------------------------------
 
-def producer_main(port, sc: Scenario, index, start, results):
+def producer_main(port, sc: Scenario, index, start, results, ready=None):
     try:
-        results.put(("producer", index, _produce(port, sc, index, start)))
+        results.put(("producer", index, _produce(port, sc, index, start, ready)))
     except Exception as e:  # reported by the runner
         results.put(("error", index, "producer %d: %r" % (index, e)))
 
 
-def _produce(port, sc: Scenario, index, start):
+def _produce(port, sc: Scenario, index, start, ready=None):
     sock, rest = _connect(port)
+    if ready is not None:
+        ready.release()  # connected: the clock starts once every producer is
     reader = FrameReader(sock, rest)
     head = b"SEND\ndestination:%s\n%scontent-length:%d\n" % (
         sc.dest.encode(), b"persistent:true\n" if sc.persistent else b"", sc.body)
@@ -341,10 +343,15 @@ def run(port, broker_pid, sc: Scenario, dest_suffix="", timeout=300.0):
 
     if not sc.backlog:
         start_consumers()
+    connected = ctx.Semaphore(0)
     for i in range(sc.producers):
-        p = ctx.Process(target=producer_main, args=(port, sc, i, start, results))
+        p = ctx.Process(target=producer_main, args=(port, sc, i, start, results, connected))
         p.start()
         procs.append(p)
+    for _ in range(sc.producers):
+        # not timed: starting a process and connecting is not the broker's throughput (a
+        # producer that fails to connect reports so through `results`)
+        connected.acquire(timeout=60)
     t0 = time.monotonic()
     start.set()
     producer_results, consumer_results = [], []
