@@ -83,13 +83,31 @@ def _untyped(values: dict, types: dict | None) -> dict:
     return values
 
 
+_string = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring
+_BOOL = {True: "true", False: "false"}
+
+
 def encode(message: Message) -> bytes:
-    properties, property_types = _typed(message.properties)
-    header = {
-        "i": message.message_id, "d": _dest(message.destination), "p": properties,
-        "P": message.persistent, "r": message.priority, "e": message.expires,
-        "t": message.timestamp, "b": message.is_bytes, "n": message.redelivery_count,
-    }
+    properties, property_types = _typed(message.properties) if message.properties else ({}, {})
+    destination = message.destination
+    priority, expires, timestamp = message.priority, message.expires, message.timestamp
+    count = message.redelivery_count
+    if (type(destination) is Destination and type(priority) is int and type(expires) is int
+            and type(timestamp) is int and type(count) is int):
+        # the fields every message has, formatted directly (what _json would write for
+        # these types, in a third of the time); the rest goes through _json below
+        head = '{"i":%s,"d":[%s,%s],"p":%s,"P":%s,"r":%d,"e":%d,"t":%d,"b":%s,"n":%d' % (
+            _string(message.message_id), _string(destination.kind), _string(destination.name),
+            _json(properties) if properties else "{}", _BOOL[bool(message.persistent)],
+            priority, expires, timestamp, _BOOL[bool(message.is_bytes)], count)
+        header = {}
+    else:
+        head = None
+        header = {
+            "i": message.message_id, "d": _dest(destination), "p": properties,
+            "P": message.persistent, "r": priority, "e": expires, "t": timestamp,
+            "b": message.is_bytes, "n": count,
+        }
     for key, attr in (("c", "correlation_id"), ("y", "type"), ("u", "user_id"),
                       ("j", "scheduled_job_id")):
         value = getattr(message, attr)
@@ -107,7 +125,13 @@ def encode(message: Message) -> bytes:
             header["mt"] = map_types
     if message.jms_kind is not None:
         header["k"] = message.jms_kind
-    raw = _json(header).encode("utf-8")
+    if head is None:
+        text = _json(header)
+    elif header:
+        text = head + "," + _json(header)[1:]
+    else:
+        text = head + "}"
+    raw = text.encode("utf-8")
     return b"".join((_LEN.pack(len(raw)), raw, message.body))
 
 
