@@ -291,6 +291,7 @@ class MessageQueue:
         self.groups: dict[str, Consumer] = {}
         self._next_consumer = 0
         self._by_priority = False  # some consumer has a priority of its own
+        self._round_robin = True  # ...or none does, and none is exclusive (see enqueue)
         self._dispatching = False
         self._again = False
         # True after a full pass found nothing it could hand out; cleared whenever consumers or
@@ -344,16 +345,24 @@ class MessageQueue:
                 self._offer_one()
             return
         consumers = self.consumers
-        if (len(consumers) == 1 and not self.pending and not message.expires
+        if (consumers and self._round_robin and not self.pending and not message.expires
                 and message.group_id is None):
-            # the common case (a topic subscriber, a queue with one consumer, nothing
-            # waiting): hand it over at once, without the trip through the pending list
-            consumer = consumers[0]
-            if consumer.has_credit() and self._accepts(consumer, message):
-                consumer.deliver(self, message)
-                if self.paged and not self._loading and not self._purging:
-                    self._refill()
-                return
+            # the common case (nothing waiting, no group, no expiry, consumers served in
+            # turn): the first one in round-robin order that takes it gets it at once, as a
+            # dispatch pass would choose, without the trip through the pending list
+            n = len(consumers)
+            start = self._next_consumer % n if n > 1 else 0
+            for i in range(n):
+                position = start + i
+                if position >= n:
+                    position -= n
+                consumer = consumers[position]
+                if consumer.has_credit() and self._accepts(consumer, message):
+                    self._next_consumer = position + 1
+                    consumer.deliver(self, message)
+                    if self.paged and not self._loading and not self._purging:
+                        self._refill()
+                    return
         self.pending.append(message)
         self.dispatch()
 
@@ -369,14 +378,14 @@ class MessageQueue:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         consumer.sources.append(self)
-        self._by_priority = any(c.priority for c in self.consumers)
+        self._consumers_changed()
         self.wake()
 
     def remove_consumer(self, consumer: Consumer) -> list[Message]:
         """Detach a consumer; return (and stop tracking) its unacked messages from here."""
         if consumer in self.consumers:
             self.consumers.remove(consumer)
-            self._by_priority = any(c.priority for c in self.consumers)
+            self._consumers_changed()
         if consumer.sources and self in consumer.sources:
             consumer.sources.remove(self)
         for group, owner in list(self.groups.items()):
@@ -386,6 +395,11 @@ class MessageQueue:
         returned = [d.message for d in consumer.take(mine)]
         self.wake()
         return returned
+
+    def _consumers_changed(self) -> None:
+        self._by_priority = any(c.priority for c in self.consumers)
+        self._round_robin = len(self.consumers) < 2 or not (
+            self._by_priority or any(c.exclusive for c in self.consumers))
 
     def active_consumers(self) -> list[Consumer]:
         for c in self.consumers:
