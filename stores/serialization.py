@@ -135,13 +135,38 @@ def encode(message: Message) -> bytes:
     return b"".join((_LEN.pack(len(raw)), raw, message.body))
 
 
+_destinations: dict = {}
+
+
+def _destination(value) -> Destination:
+    """The Destination of a stored [kind, name], shared by the messages read back (a dict
+    lookup is cheaper than making the named tuple; decode runs in pool threads, which is
+    fine for a dict)."""
+    if type(value) is not list:
+        return value
+    key = (value[0], value[1])
+    found = _destinations.get(key)
+    if found is None:
+        if len(_destinations) >= 4096:
+            _destinations.clear()  # many destinations: stay bounded
+        found = _destinations[key] = Destination(value[0], value[1])
+    return found
+
+
+_FIXED = 9  # header fields every message has (see encode)
+
+
 def decode(data) -> Message:
     data = memoryview(data)
     (n,) = _LEN.unpack_from(data, 0)
     h = _load(str(data[4:4 + n], "utf-8"))
+    if len(h) == _FIXED:  # nothing optional: the common case
+        return Message(h["i"], _destination(h["d"]), bytes(data[4 + n:]), properties=h["p"],
+                       persistent=h["P"], priority=h["r"], expires=h["e"], timestamp=h["t"],
+                       is_bytes=h["b"], redelivery_count=h["n"])
     message = Message(
-        h["i"], _undest(h["d"]), bytes(data[4 + n:]), properties=_untyped(h["p"], h.get("pt")),
-        persistent=h["P"],
+        h["i"], _destination(h["d"]), bytes(data[4 + n:]),
+        properties=_untyped(h["p"], h.get("pt")), persistent=h["P"],
         priority=h["r"], expires=h["e"], timestamp=h["t"], correlation_id=h.get("c"),
         reply_to=_undest(h.get("R")), type=h.get("y"), is_bytes=h["b"],
         redelivery_count=h["n"], original_destination=_undest(h.get("o")),
