@@ -203,7 +203,8 @@ class StompSession:
             self._dispatch_frame(frame)
         finally:
             held, self._held = self._held, None
-            self._emit_held(held)
+            if held:  # (none held: nothing to release either)
+                self._emit_held(held)
 
     def _dispatch_frame(self, frame) -> None:
         command = frame.command
@@ -260,7 +261,8 @@ class StompSession:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
         finally:
             held, self._held = self._held, None
-            self._emit_held(held)
+            if held:  # (none held: nothing to release either)
+                self._emit_held(held)
         self._replay(waiting)
 
     def _replay(self, frames) -> None:
