@@ -151,6 +151,7 @@ class StompSession:
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
         self._ack_seq = itertools.count(1)
+        self._ack_head = None  # (id prefix, its escaped `ack:` line start): see _ack_line
         self._held = None  # MESSAGE frames waiting for the current frame's answer
         self._held_bytes = 0  # of the frames held back (here or behind a RECEIPT)
         self._holding = False  # so many are held back that no more are dispatched for now
@@ -774,8 +775,22 @@ class StompSession:
             end = consumer.wire_line = header_lines(
                 {"subscription": consumer.subscription_id}, self.version).encode("utf-8")
         if ack_id is not None and self.version == "1.2" and consumer.ack_mode != AUTO:
-            end += header_lines({"ack": ack_id}, "1.2").encode("utf-8")
+            end += self._ack_line(ack_id)
         self._emit(b"".join((wire[1], end, b"\n", message.body, b"\x00\n")))
+
+    def _ack_line(self, ack_id: str) -> bytes:
+        """The `ack` header line of a 1.2 MESSAGE.  Our ack ids are the connection id and a
+        number (next_ack_id): the first part is escaped once per connection."""
+        head = self._ack_head
+        if head is None:
+            prefix = self.connection_id + ":"
+            head = self._ack_head = (prefix, header_lines({"ack": prefix}, "1.2")[:-1].encode("utf-8"))
+        prefix, line = head
+        if ack_id.startswith(prefix):
+            number = ack_id[len(prefix):]
+            if number.isdigit():  # nothing to escape in it
+                return b"%s%s\n" % (line, number.encode("utf-8"))
+        return header_lines({"ack": ack_id}, "1.2").encode("utf-8")
 
     def _message_head(self, message: Message) -> bytes:
         """The command and header lines of a MESSAGE, but for `subscription` and `ack`."""
