@@ -40,6 +40,10 @@ PRODUCER_SEQ = "pybrokerd-seq"
 MAX_PRODUCERS = 100_000  # producer ids remembered (least recently used forgotten first)
 
 
+def _removal_failed(failure) -> None:
+    log.failure("removing consumed message", failure)
+
+
 class BrokerError(Exception):
     """A request the broker refuses; str(e) is the message the client sees."""
 
@@ -620,8 +624,7 @@ class Broker:
         # back, marked redelivered
         ops = self._consumed_ops(source, message)
         if ops:
-            self.store.transaction(ops, durable=False).addErrback(
-                lambda f: log.failure("removing consumed message", f))
+            self.store.transaction(ops, durable=False).addErrback(_removal_failed)
 
     def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
         source.dequeue_count += 1
