@@ -351,18 +351,27 @@ class MessageQueue:
             # turn): the first one in round-robin order that takes it gets it at once, as a
             # dispatch pass would choose, without the trip through the pending list
             n = len(consumers)
-            start = self._next_consumer % n if n > 1 else 0
-            for i in range(n):
-                position = start + i
-                if position >= n:
-                    position -= n
-                consumer = consumers[position]
-                if consumer.has_credit() and self._accepts(consumer, message):
-                    self._next_consumer = position + 1
-                    consumer.deliver(self, message)
-                    if self.paged and not self._loading and not self._purging:
-                        self._refill()
-                    return
+            if n == 1:  # a topic subscriber, a queue with one consumer
+                consumer = consumers[0]
+                taker = consumer if consumer.has_credit() and self._accepts(
+                    consumer, message) else None
+            else:
+                taker = None
+                start = self._next_consumer % n
+                for i in range(n):
+                    position = start + i
+                    if position >= n:
+                        position -= n
+                    consumer = consumers[position]
+                    if consumer.has_credit() and self._accepts(consumer, message):
+                        self._next_consumer = position + 1
+                        taker = consumer
+                        break
+            if taker is not None:
+                taker.deliver(self, message)
+                if self.paged and not self._loading and not self._purging:
+                    self._refill()
+                return
         self.pending.append(message)
         self.dispatch()
 
