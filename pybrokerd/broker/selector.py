@@ -38,9 +38,11 @@ Semantics (three-valued logic; ``None`` is UNKNOWN / NULL), as ActiveMQ 5.17's
   STOMP header is a string).
 * Arithmetic follows Java: int/int division truncates toward zero, ``%`` is
   Java's remainder (sign of the dividend); division or remainder by zero is
-  NULL.  Arithmetic does *not* convert strings: on a non-number it is NULL.
+  NULL.  ``+`` with a string on its left joins it with the right side as Java
+  writes it (``s + 1 = 'ab1'``, ``n + 1 = 51`` for ``n:5``), as ActiveMQ's.
+  Other arithmetic does *not* convert strings: on a non-number it is NULL.
   (Differs on purpose: ActiveMQ throws there, which fails the producer's send
-  or jams a queue; ``+`` with a string on its left concatenates.)
+  or jams a queue.)
 
 Syntax follows ActiveMQ's SelectorParser.jj (keywords are case-insensitive,
 numeric literals: decimal with optional ``L``, ``0x`` hex, ``0``-prefixed
@@ -60,6 +62,8 @@ import numbers
 import operator
 import re
 from typing import Callable
+
+from pybrokerd.broker.message import java_text
 
 __all__ = ["SelectorError", "compile_selector"]
 
@@ -260,6 +264,8 @@ _FLIPPED = {"=": "=", "<>": "<>", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
 
 def _add(a, b):
+    if type(a) is str:  # as ActiveMQ: a string on the left is joined with the right's Java text
+        return a + java_text(b)
     if type(a) in _NUM and type(b) in _NUM:
         try:
             return a + b
