@@ -124,9 +124,11 @@ def test_each_send_without_receipt_that_the_store_fails_gets_its_own_error(tmp_p
         producer.close()
         got = _drain(broker, dest)
         assert got[0] is None and got[-1] == "after"  # "first" has no n
-        stored = got[1:-1]
-        # those written came first, in order; each of the others was refused with an ERROR
-        assert stored == [str(n) for n in range(len(stored))]
+        stored = [int(n) for n in got[1:-1]]
+        # each send was either stored (once, in order) or refused with an ERROR of its own;
+        # which ones depends on how they were batched (a batch that fails fails as a whole,
+        # and a later, smaller one may fit once the store has recovered)
+        assert stored == sorted(set(stored)) and set(stored) <= set(range(sends))
         assert len(stored) < sends and len(errors) == sends - len(stored)
     finally:
         broker.stop()

@@ -472,7 +472,7 @@ class Broker:
             d = defer.succeed(None)
         else:
             d = self.store.transaction(store_ops, durable=durable)
-            if not d.called:
+            if not d.called and len(store_ops) < len(ops):  # (an ack's removes: none to undo)
                 d.addErrback(self._unroute, ops)
         for op in ops:
             if op[0] == "enqueue":
