@@ -633,14 +633,24 @@ class Broker:
             return [("remove", source.store, message.message_id)]
         return []
 
-    def ack(self, consumer: Consumer, ack_ids: list[str], durable: bool = True) -> defer.Deferred:
-        """durable=False: an ACK without receipt, whose remove need not be synced at once."""
-        ops: list = []
-        sources = set()
+    def ack(self, consumer: Consumer, ack_ids: list[str], durable: bool = True,
+            into: tuple | None = None) -> defer.Deferred | None:
+        """durable=False: an ACK without receipt, whose remove need not be synced at once.
+        into=(ops, queues): the deliveries are taken now, and their removals and queues
+        added there for one finish_acks() of several ACKs (-> None)."""
+        ops, sources = ([], set()) if into is None else into
         for delivery in consumer.take(ack_ids):
             ops.extend(self._consumed_ops(delivery.source, delivery.message))
             sources.add(delivery.source)
+        if into is not None:
+            return None
         return self._persist_then_wake(ops, sources, durable)
+
+    def finish_acks(self, gathered: tuple) -> defer.Deferred:
+        """The removals and queue wake-ups of ACKs gathered with ack(into=...), none of which
+        wants a receipt (so nothing waits on a sync for them)."""
+        ops, sources = gathered
+        return self._persist_then_wake(ops, sources, durable=False)
 
     def _persist_then_wake(self, ops: list, sources, durable: bool = True) -> defer.Deferred:
         # the store hears of the removals before the queues look for more to dispatch: a

@@ -181,24 +181,46 @@ class StompSession:
             return
         self.parser.feed(data)
         with _WRITES:
-            while not self.closing:
-                try:
-                    frame = self.parser.next_frame()
-                except FrameError as e:
-                    self._error(str(e), receipt=e.receipt, fatal=True)
-                    return
-                if frame is None:
-                    return
-                if self._waiting is not None:
-                    self._waiting.append(frame)  # the CONNECT is still being authenticated
-                    continue
-                self._handle(frame)
+            self._gathering = True
+            try:
+                while not self.closing:
+                    try:
+                        frame = self.parser.next_frame()
+                    except FrameError as e:
+                        self._error(str(e), receipt=e.receipt, fatal=True)
+                        return
+                    if frame is None:
+                        return
+                    if self._waiting is not None:
+                        self._waiting.append(frame)  # the CONNECT is still being authenticated
+                        continue
+                    self._handle(frame)
+            finally:
+                self._gathering = False
+                if self._acks is not None:
+                    self._finish_acks()
+
+    # ACKs without receipt or transaction that arrive together (a consumer acking what it
+    # read) are taken at once, one by one, but their store removals are written, and their
+    # queues woken, once for the run of them: before the next other frame, or at the end of
+    # the read
+    _gathering = False
+    _acks = None  # (removal ops, queues to wake) gathered so far
+
+    def _finish_acks(self) -> None:
+        gathered, self._acks = self._acks, None
+        self._receipt(None, self.broker.finish_acks(gathered))
 
     def _handle(self, frame) -> None:
         # Messages this frame makes the broker dispatch to this same connection go out after
         # the frame's own answer (its RECEIPT), as with ActiveMQ's asynchronous dispatch: a
         # client that waits for the RECEIPT of a COMMIT, an ACK or a SEND to its own
         # subscription, then reads its messages, sees them in that order.
+        if self._acks is not None and (frame.command != "ACK" or "receipt" in frame.headers
+                                       or "transaction" in frame.headers):
+            # gathered ACKs are done first, in order, and what they free is dispatched now,
+            # not held back behind this frame's answer
+            self._finish_acks()
         self._held = []
         try:
             self._dispatch_frame(frame)
@@ -699,6 +721,13 @@ class StompSession:
             raise ProtocolError("Poison ack cannot be transacted: a NACK sends the message to "
                                 "the dead letter queue at once, outside any transaction")
         ids = consumer.up_to(key) if kind == "ack" and consumer.ack_mode == CLIENT else [key]
+        if kind == "ack" and self._gathering and receipt is None and "transaction" not in h:
+            if self._acks is None:
+                self._acks = ([], set())
+            self.broker.ack(consumer, ids, into=self._acks)
+            return
+        if self._acks is not None:
+            self._finish_acks()  # in order, before this one
         if "transaction" in h:
             tx = self._transaction(h["transaction"])
             self.broker.tx_ack(tx, consumer, ids, kind)
