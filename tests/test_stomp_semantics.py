@@ -707,3 +707,27 @@ def test_stomp_1_0_subscription_without_id_has_no_subscription_header(raw):
     c.recv_command("RECEIPT")
     raw().receipt("SEND", {"destination": dest}, b"x")
     assert "subscription" not in c.recv_command("MESSAGE").headers
+
+
+@pytest.mark.parametrize("dest", [q, t])
+def test_sends_of_every_kind_written_together_arrive_in_the_order_sent(raw, dest):
+    """Persistent sends without receipt that arrive together are stored as one write; the
+    non-persistent, transacted and receipted sends among them still take their places."""
+    name = dest()
+    consumer = raw()
+    sub(consumer, name)
+    frames = [("SEND", {"destination": name, "persistent": "true"}, b"0"),
+              ("SEND", {"destination": name, "persistent": "true"}, b"1"),
+              ("SEND", {"destination": name}, b"2"),
+              ("SEND", {"destination": name, "persistent": "true"}, b"3"),
+              ("BEGIN", {"transaction": "t"}, b""),
+              ("SEND", {"destination": name, "persistent": "true", "transaction": "t"}, b"4"),
+              ("COMMIT", {"transaction": "t"}, b""),
+              ("SEND", {"destination": name, "persistent": "true"}, b"5"),
+              ("SEND", {"destination": name, "persistent": "true", "receipt": "r"}, b"6"),
+              ("SEND", {"destination": name, "persistent": "true"}, b"7")]
+    producer = raw()
+    producer.send_raw(b"".join(serialize(c, h, b, "1.2") for c, h, b in frames))
+    assert producer.recv_command("RECEIPT").headers["receipt-id"] == "r"
+    assert bodies(consumer, 8) == [b"%d" % n for n in range(8)]
+    nothing_more(consumer)

@@ -270,14 +270,33 @@ class Broker:
                 return None if _is_admin_destination(first.destination) else usage
         return None
 
+    def can_gather(self, messages: list[Message]) -> bool:
+        """Would publish() take these copies of one send the plain way (no management
+        request, no scheduling, no producer sequence), so that publish(into=...) gathers
+        them for one finish_sends() with others?"""
+        scheduler = self.scheduler
+        for message in messages:
+            if (PRODUCER_ID in message.properties
+                    or self.management.handles(message.destination)
+                    or (scheduler is not None and (is_management(message.destination)
+                                                   or is_scheduled(message)))):
+                return False
+        return True
+
+    def finish_sends(self, ops: list) -> defer.Deferred:
+        """Store the sends gathered by publish(into=...) as one write (nobody waits on a sync
+        for them), then enqueue them, in order. -> Deferred firing when it is written."""
+        return self._persist(ops, durable=False)
+
     def publish(self, messages: list[Message], durable: bool = True,
-                producer: tuple | None = None) -> defer.Deferred:
+                producer: tuple | None = None, into: list | None = None) -> defer.Deferred | None:
         """A client's send: the copies of one message (several for a composite destination),
         routed as one atomic batch, unless it is a duplicate re-sent after a failover.
         durable=False: nobody waits for a receipt, so the store need not sync for it (as
         ActiveMQ's KahaDB does for a send that wants no response).
         `producer` = (producer id, sequence) of a protocol that numbers its sends itself
-        (OpenWire); else our failover client's headers say it."""
+        (OpenWire); else our failover client's headers say it.  `into`: a plain send (see
+        can_gather) is routed now but its operations go there, for finish_sends() (-> None)."""
         first = messages[0]
         stamp = None  # (producer id, sequence, the sequence it had before)
         if producer is None and PRODUCER_ID in first.properties:
@@ -305,6 +324,9 @@ class Broker:
                     self.producers[producer_id] = previous
             raise
         if stamp is None and not scheduled:
+            if into is not None:  # gathered: finish_sends() stores and enqueues it
+                into.extend(ops)
+                return None
             return self._persist(ops, durable)  # the common case: a plain send
         if stamp is not None and first.persistent and not scheduled:
             ops.append(("producer", None, stamp[:2]))  # atomic with the message's add

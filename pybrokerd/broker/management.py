@@ -122,6 +122,14 @@ class Management:
             return defer.maybeDeferred(self._purge, message)
         return None
 
+    def handles(self, destination) -> bool:
+        """Might request() take a message sent here (cheap, no side effect)?"""
+        name = destination.name
+        first = name[:1]
+        if (first != "A" and first != "p") or destination.is_temporary:
+            return False
+        return name.startswith(STATISTICS) or name.startswith(PURGE)
+
     def published(self, message: Message) -> None:
         """A message is being routed to a topic (queues count their own)."""
         dest = message.destination

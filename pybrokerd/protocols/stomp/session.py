@@ -197,30 +197,40 @@ class StompSession:
                     self._handle(frame)
             finally:
                 self._gathering = False
-                if self._acks is not None:
-                    self._finish_acks()
+                self._finish_gathered()
 
     # ACKs without receipt or transaction that arrive together (a consumer acking what it
     # read) are taken at once, one by one, but their store removals are written, and their
-    # queues woken, once for the run of them: before the next other frame, or at the end of
-    # the read
+    # queues woken, once for the run of them; persistent SENDs without receipt or
+    # transaction that arrive together (a producer streaming) are checked and routed one by
+    # one at once, but stored as one write, and enqueued after it is submitted, once for the
+    # run.  A run ends before the next frame of another kind, or at the end of the read.
     _gathering = False
     _acks = None  # (removal ops, queues to wake) gathered so far
+    _sends = None  # broker operations of the SENDs gathered so far
+    _sends_count = 0
 
-    def _finish_acks(self) -> None:
-        gathered, self._acks = self._acks, None
-        self._receipt(None, self.broker.finish_acks(gathered))
+    def _finish_gathered(self) -> None:
+        if self._acks is not None:
+            gathered, self._acks = self._acks, None
+            self._receipt(None, self.broker.finish_acks(gathered))
+        if self._sends is not None:
+            gathered, self._sends = self._sends, None
+            count, self._sends_count = self._sends_count, 0
+            self._receipt(None, self.broker.finish_sends(gathered), count)
 
     def _handle(self, frame) -> None:
         # Messages this frame makes the broker dispatch to this same connection go out after
         # the frame's own answer (its RECEIPT), as with ActiveMQ's asynchronous dispatch: a
         # client that waits for the RECEIPT of a COMMIT, an ACK or a SEND to its own
         # subscription, then reads its messages, sees them in that order.
-        if self._acks is not None and (frame.command != "ACK" or "receipt" in frame.headers
-                                       or "transaction" in frame.headers):
-            # gathered ACKs are done first, in order, and what they free is dispatched now,
-            # not held back behind this frame's answer
-            self._finish_acks()
+        if self._acks is not None or self._sends is not None:
+            kind = frame.command
+            if ((kind != "ACK" or self._sends is not None) and (kind != "SEND" or self._acks is not None)
+                    or "receipt" in frame.headers or "transaction" in frame.headers):
+                # what was gathered is done first, in order, and what it makes the broker
+                # dispatch goes out now, not held back behind this frame's answer
+                self._finish_gathered()
         self._held = []
         try:
             self._dispatch_frame(frame)
@@ -470,6 +480,18 @@ class StompSession:
         producer_id = message.properties.get(PRODUCER_ID)
         if producer_id is not None:
             self.producer_ids.add(producer_id)
+        elif (self._gathering and receipt is None and message.persistent
+              and self._acks is None and self.broker.can_gather(copies)):
+            if self._sends is None:
+                self._sends = []
+            done = self.broker.publish(copies, durable=False, into=self._sends)
+            if done is None:
+                self._sends_count += 1
+            else:
+                self._receipt(None, done)  # (not gathered after all)
+            return
+        if self._acks is not None or self._sends is not None:
+            self._finish_gathered()  # in order, before this one
         self._receipt(receipt, self.broker.publish(copies, durable=receipt is not None))
 
     def _build_message(self, frame, destination: Destination) -> Message:
@@ -726,8 +748,8 @@ class StompSession:
                 self._acks = ([], set())
             self.broker.ack(consumer, ids, into=self._acks)
             return
-        if self._acks is not None:
-            self._finish_acks()  # in order, before this one
+        if self._acks is not None or self._sends is not None:
+            self._finish_gathered()  # in order, before this one
         if "transaction" in h:
             tx = self._transaction(h["transaction"])
             self.broker.tx_ack(tx, consumer, ids, kind)
@@ -950,7 +972,8 @@ class StompSession:
         if fatal:
             self._close()
 
-    def _receipt(self, receipt: str | None, done: defer.Deferred | None = None) -> None:
+    def _receipt(self, receipt: str | None, done: defer.Deferred | None = None,
+                 count: int = 1) -> None:
         """Send RECEIPT once `done` fires, keeping receipts in the order of their frames.
 
         Frames without a receipt matter only if they fail (an ERROR, in order): those whose
@@ -963,16 +986,19 @@ class StompSession:
                 receipts = self._receipts
                 entry = receipts[-1] if receipts else None
                 if entry is not None and len(entry) == 5 and not entry[1]:
-                    entry[4] += 1  # a run of frames without receipts: one more in it
+                    entry[4] += count  # a run of frames without receipts: more in it
                 else:
-                    entry = [None, False, None, [], 1]
+                    entry = [None, False, None, [], count]
                     receipts.append(entry)
-                done.addBoth(self._part_done, entry)
+                done.addBoth(self._part_done, entry, count)
                 return
             if not isinstance(getattr(done, "result", None), failure.Failure):
                 return  # done, and nothing to tell: nothing to order either
             if not self._receipts:
-                done.addErrback(lambda f: self._error(self._failure_text(f)))
+                def failed(f):
+                    for _ in range(count):
+                        self._error(self._failure_text(f))
+                done.addErrback(failed)
                 return
         entry = [receipt, done is None or done.called, None, []]  # + MESSAGEs to send after it
         if done is not None and not done.called:
@@ -990,12 +1016,13 @@ class StompSession:
             self._barrier = entry
         self._flush_receipts()
 
-    def _part_done(self, result, entry: list) -> None:
-        """One of a run of frames without receipts is done (see _receipt)."""
+    def _part_done(self, result, entry: list, count: int = 1) -> None:
+        """`count` of a run of frames without receipts are done (see _receipt); each that
+        failed gets an ERROR of its own."""
         if isinstance(result, failure.Failure):
-            text = self._failure_text(result)
-            entry[2] = [text] if entry[2] is None else entry[2] + [text]
-        entry[4] -= 1
+            texts = [self._failure_text(result)] * count
+            entry[2] = texts if entry[2] is None else entry[2] + texts
+        entry[4] -= count
         if not entry[4]:
             entry[1] = True
             self._flush_receipts()
