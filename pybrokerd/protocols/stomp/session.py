@@ -225,9 +225,9 @@ class StompSession:
         # client that waits for the RECEIPT of a COMMIT, an ACK or a SEND to its own
         # subscription, then reads its messages, sees them in that order.
         if self._acks is not None or self._sends is not None:
-            kind = frame.command
-            if ((kind != "ACK" or self._sends is not None) and (kind != "SEND" or self._acks is not None)
-                    or "receipt" in frame.headers or "transaction" in frame.headers):
+            gathered = "ACK" if self._acks is not None else "SEND"  # (never both)
+            if (frame.command != gathered or "receipt" in frame.headers
+                    or "transaction" in frame.headers):
                 # what was gathered is done first, in order, and what it makes the broker
                 # dispatch goes out now, not held back behind this frame's answer
                 self._finish_gathered()
@@ -835,7 +835,8 @@ class StompSession:
         head = self._ack_head
         if head is None:
             prefix = self.connection_id + ":"
-            head = self._ack_head = (prefix, header_lines({"ack": prefix}, "1.2")[:-1].encode("utf-8"))
+            line = header_lines({"ack": prefix}, "1.2")[:-1].encode("utf-8")
+            head = self._ack_head = (prefix, line)
         prefix, line = head
         if ack_id.startswith(prefix):
             number = ack_id[len(prefix):]
@@ -994,12 +995,12 @@ class StompSession:
                 return
             if not isinstance(getattr(done, "result", None), failure.Failure):
                 return  # done, and nothing to tell: nothing to order either
-            if not self._receipts:
-                def failed(f):
-                    for _ in range(count):
-                        self._error(self._failure_text(f))
-                done.addErrback(failed)
-                return
+            # failed already: an ERROR for each of them, after what is still owed
+            entry = [None, True, None, [], 0]
+            done.addErrback(lambda f: entry.__setitem__(2, [self._failure_text(f)] * count))
+            self._receipts.append(entry)
+            self._flush_receipts()
+            return
         entry = [receipt, done is None or done.called, None, []]  # + MESSAGEs to send after it
         if done is not None and not done.called:
             def fired(result, entry=entry):
