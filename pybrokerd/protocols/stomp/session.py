@@ -201,10 +201,11 @@ class StompSession:
 
     # ACKs without receipt or transaction that arrive together (a consumer acking what it
     # read) are taken at once, one by one, but their store removals are written, and their
-    # queues woken, once for the run of them; persistent SENDs without receipt or
-    # transaction that arrive together (a producer streaming) are checked and routed one by
-    # one at once, but stored as one write, and enqueued after it is submitted, once for the
-    # run.  A run ends before the next frame of another kind, or at the end of the read.
+    # queues woken, once for the run of them; SENDs without receipt or transaction that
+    # arrive together (a producer streaming) are checked and routed one by one at once, but
+    # the persistent ones stored as one write, and all enqueued after it is submitted, once
+    # for the run.  A run ends before the next frame of another kind, or at the end of the
+    # read.
     _gathering = False
     _acks = None  # (removal ops, queues to wake) gathered so far
     _sends = None  # broker operations of the SENDs gathered so far
@@ -480,7 +481,7 @@ class StompSession:
         producer_id = message.properties.get(PRODUCER_ID)
         if producer_id is not None:
             self.producer_ids.add(producer_id)
-        elif (self._gathering and receipt is None and message.persistent
+        elif (self._gathering and receipt is None
               and self._acks is None and self.broker.can_gather(copies)):
             if self._sends is None:
                 self._sends = []
