@@ -247,6 +247,15 @@ class RawStomp:
         except TimeoutError:
             return None
 
+    def until_quiet(self, quiet=1.0) -> list:
+        """Every frame that arrives until none has for `quiet` seconds (what is left)."""
+        frames = []
+        while True:
+            frame = self.maybe_recv(quiet)
+            if frame is None:
+                return frames
+            frames.append(frame)
+
     def wait_closed(self, timeout=5.0):
         deadline = time.monotonic() + timeout
         while not self.closed and time.monotonic() < deadline:

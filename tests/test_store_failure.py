@@ -138,11 +138,6 @@ def _drain(broker, dest, ack="auto"):
     c = RawStomp(broker.port)
     c.connect()
     c.send("SUBSCRIBE", {"destination": dest, "id": "1", "ack": ack})
-    got = []
-    while True:
-        frame = c.maybe_recv(1.0)
-        if frame is None:
-            break
-        got.append(frame.headers.get("n"))
+    got = [frame.headers.get("n") for frame in c.until_quiet()]
     c.close()
     return got
