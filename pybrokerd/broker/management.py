@@ -97,11 +97,10 @@ class Management:
         """The Deferred of a management request (fires once it is answered, fails with a
         ManagementError the sender should see), or None for any other message."""
         dest = message.destination
-        name = dest.name
-        first = name[:1]  # on every send: the first letter rules out nearly everything
-        if (first != "A" and first != "p") or dest.is_temporary:
+        if not self.handles(dest):
             return None
-        if first == "A" and name.startswith(STATISTICS):
+        name = dest.name
+        if name.startswith(STATISTICS):
             if name.startswith(DESTINATION_STATISTICS):
                 handler = self._destination_statistics
             elif name.startswith(SUBSCRIPTION_STATISTICS):
@@ -118,14 +117,12 @@ class Management:
                 return defer.fail(e)
             # never raise: a COMMIT runs requests in a loop that must not stop half-way
             return defer.maybeDeferred(handler, message, reply_to)
-        if first == "p" and name.startswith(PURGE):
-            return defer.maybeDeferred(self._purge, message)
-        return None
+        return defer.maybeDeferred(self._purge, message)  # (handles() said PURGE)
 
     def handles(self, destination) -> bool:
         """Might request() take a message sent here (cheap, no side effect)?"""
         name = destination.name
-        first = name[:1]
+        first = name[:1]  # on every send: the first letter rules out nearly everything
         if (first != "A" and first != "p") or destination.is_temporary:
             return False
         return name.startswith(STATISTICS) or name.startswith(PURGE)
