@@ -214,11 +214,21 @@ class StompSession:
     def _finish_gathered(self) -> None:
         if self._acks is not None:
             gathered, self._acks = self._acks, None
-            self._receipt(None, self.broker.finish_acks(gathered))
+            self._finish(self.broker.finish_acks, gathered, 1, "ACK")
         if self._sends is not None:
             gathered, self._sends = self._sends, None
             count, self._sends_count = self._sends_count, 0
-            self._receipt(None, self.broker.finish_sends(gathered), count)
+            self._finish(self.broker.finish_sends, gathered, count, "SEND")
+
+    def _finish(self, finish, gathered, count: int, command: str) -> None:
+        try:
+            done = finish(gathered)
+        except Exception:  # as _dispatch_frame does for one frame: said, and logged
+            log.failure("STOMP {command}s from {connection}", command=command,
+                        connection=self.connection_id)
+            done = defer.fail(BrokerError("Internal error while processing %s (see the broker "
+                                          "log)" % command))
+        self._receipt(None, done, count)
 
     def _handle(self, frame) -> None:
         # Messages this frame makes the broker dispatch to this same connection go out after
