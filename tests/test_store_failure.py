@@ -134,6 +134,45 @@ def test_each_send_without_receipt_that_the_store_fails_gets_its_own_error(tmp_p
         broker.stop()
 
 
+def test_each_ack_of_a_run_the_store_fails_to_write_gets_its_own_error(tmp_path):
+    """ACKs without receipts read together are written together: if that write fails, each
+    of them is told, and the messages stay the store's (a restart brings them back)."""
+    broker = BrokerProcess(directory=str(tmp_path)).start()
+    try:
+        dest = "/queue/" + unique("acked")
+        producer = RawStomp(broker.port)
+        producer.connect()
+        for n in range(3):
+            assert producer.receipt("SEND", {"destination": dest, "persistent": "true",
+                                             "n": str(n)}, b"m").command == "RECEIPT"
+        consumer = RawStomp(broker.port)
+        consumer.connect()
+        consumer.receipt("SUBSCRIBE", {"destination": dest, "id": "1",
+                                       "ack": "client-individual"})
+        ids = [consumer.recv_command("MESSAGE").headers["ack"] for _ in range(3)]
+        segment = max(glob.glob(os.path.join(broker.store_dir, "db-*.log")), key=_data_size)
+        _limit_file_size(broker.proc.pid, _data_size(segment) + 16 * 1024)
+        # the three removals and a send too big for the room left arrive in one read, and
+        # reach the store together
+        consumer.send_raw(b"".join(
+            [serialize("ACK", {"id": i}, b"", "1.2") for i in ids]
+            + [serialize("SEND", {"destination": "/queue/" + unique("big"),
+                                  "persistent": "true"}, b"b" * 48 * 1024, "1.2")]))
+        assert consumer.receipt("SEND", {"destination": "/queue/" + unique("np")},
+                                b"np").command == "RECEIPT"
+        errors = consumer.backlog
+        assert len(errors) == 4, errors  # three ACKs and the SEND
+        assert all(f.command == "ERROR" and "could not store" in f.headers["message"]
+                   for f in errors)
+        consumer.close()
+        # not acked after all: the store still holds them, and a restart brings them back
+        broker.kill()
+        broker = broker.restarted().start()
+        assert _drain(broker, dest) == ["0", "1", "2"]
+    finally:
+        broker.stop()
+
+
 def _drain(broker, dest, ack="auto"):
     c = RawStomp(broker.port)
     c.connect()

@@ -209,15 +209,15 @@ class StompSession:
     _gathering = False
     _acks = None  # (removal ops, queues to wake) gathered so far
     _sends = None  # broker operations of the SENDs gathered so far
-    _sends_count = 0
+    _run = 0  # frames in the run gathered so far (each failed one gets its own ERROR)
 
     def _finish_gathered(self) -> None:
+        count, self._run = self._run, 0
         if self._acks is not None:
             gathered, self._acks = self._acks, None
-            self._finish(self.broker.finish_acks, gathered, 1, "ACK")
+            self._finish(self.broker.finish_acks, gathered, count, "ACK")
         if self._sends is not None:
             gathered, self._sends = self._sends, None
-            count, self._sends_count = self._sends_count, 0
             self._finish(self.broker.finish_sends, gathered, count, "SEND")
 
     def _finish(self, finish, gathered, count: int, command: str) -> None:
@@ -491,13 +491,12 @@ class StompSession:
         producer_id = message.properties.get(PRODUCER_ID)
         if producer_id is not None:
             self.producer_ids.add(producer_id)
-        elif (self._gathering and receipt is None
-              and self._acks is None and self.broker.can_gather(copies)):
+        elif self._gathering and receipt is None and self.broker.can_gather(copies):
             if self._sends is None:
                 self._sends = []
             done = self.broker.publish(copies, durable=False, into=self._sends)
             if done is None:
-                self._sends_count += 1
+                self._run += 1
             else:
                 self._receipt(None, done)  # (not gathered after all)
             return
@@ -758,6 +757,7 @@ class StompSession:
             if self._acks is None:
                 self._acks = ([], set())
             self.broker.ack(consumer, ids, into=self._acks)
+            self._run += 1
             return
         if self._acks is not None or self._sends is not None:
             self._finish_gathered()  # in order, before this one
