@@ -32,7 +32,7 @@ from pybrokerd.broker.message import DEFAULT_PRIORITY, Message, java_text
 from pybrokerd.broker.queue import ACK_MODES, AUTO, CLIENT, Consumer
 from pybrokerd.broker.selector import SelectorError, compile_selector
 from pybrokerd.protocols.stomp.codec import (
-    FrameError, FrameParser, Limits, header_lines, serialize)
+    FrameError, FrameParser, Limits, escape_header, header_lines, serialize)
 from pybrokerd.protocols.stomp.mapmessage import render as render_map
 from pybrokerd.broker.usage import ResourceLimitError
 from scheduler.scheduler import ScheduleError, has_scheduling_headers
@@ -857,6 +857,32 @@ class StompSession:
 
     def _message_head(self, message: Message) -> bytes:
         """The command and header lines of a MESSAGE, but for `subscription` and `ack`."""
+        if (message.correlation_id is not None or message.redelivery_count
+                or message.reply_to is not None or message.type is not None
+                or message.original_destination is not None
+                or "content-length" in message.properties):
+            return self._full_head(message)
+        # the usual message (only the fields every message has, and properties): the lines
+        # _full_head writes, in the same order, formatted at once
+        version = self.version
+        text = ("MESSAGE\nmessage-id:%s\ndestination:%s\nexpires:%s\npriority:%s\ntimestamp:%s\n"
+                "%s") % (
+            _escaped(message.message_id, version),
+            _escaped(self.stomp_name(message.destination), version),
+            message.expires, message.priority, message.timestamp,
+            "persistent:true\n" if message.persistent else "")
+        properties = message.properties
+        if properties:
+            text += header_lines([(k, v if type(v) is str else java_text(v))
+                                  for k, v in properties.items()
+                                  if k not in _NOT_ECHOED and k not in _STANDARD_ECHOED
+                                  and (k != "persistent" or not message.persistent)], version)
+        if message.is_bytes or b"\x00" in message.body:
+            text += "content-length:%d\n" % len(message.body)
+        return text.encode("utf-8")
+
+    def _full_head(self, message: Message) -> bytes:
+        """_message_head for any message."""
         h = self._standard_headers(message)
         for k, v in message.properties.items():
             if k not in _NOT_ECHOED and k not in h:
@@ -1158,6 +1184,19 @@ class StompSession:
             if timer is not None and timer.active():
                 timer.cancel()
         self._release()
+
+
+# the headers of _message_head's usual MESSAGE (a property of the same name is not repeated)
+_STANDARD_ECHOED = frozenset(("message-id", "destination", "expires", "priority", "timestamp"))
+
+
+def _escaped(value: str, version: str) -> str:
+    """One header value escaped for `version` (what header_lines does for all of them)."""
+    if version == "1.0":
+        return value
+    if "\\" in value or "\n" in value or "\r" in value:
+        return escape_header(value, version)
+    return value.replace(":", "\\c")
 
 
 def h_join(session: StompSession, destinations) -> str:
