@@ -627,6 +627,29 @@ def test_group_seq_minus_one_closes_the_group(raw):
     assert bodies(b, 1) == [b"g3-new-owner"]
 
 
+def test_a_backlog_taken_by_one_consumer_keeps_its_selector_and_groups(raw):
+    """Messages waiting before anyone reads: the one consumer gets those its selector takes,
+    in order, and owns their group; what it left goes to the next consumer."""
+    dest = q()
+    p = raw()
+    p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g1")
+    p.receipt("SEND", {"destination": dest, "color": "red"}, b"red")
+    p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g2")
+    p.receipt("SEND", {"destination": dest}, b"plain")
+    a = raw()
+    sub(a, dest, sid="a", selector="color IS NULL")
+    assert bodies(a, 3) == [b"g1", b"g2", b"plain"]
+    b = raw()
+    sub(b, dest, sid="b")
+    assert bodies(b, 1) == [b"red"]
+    p.receipt("SEND", {"destination": dest}, b"plain2")
+    assert bodies(a, 1) == [b"plain2"]  # and b is next in turn
+    for i in range(3):  # but the group is a's
+        p.receipt("SEND", {"destination": dest, "JMSXGroupID": "g"}, b"g%d" % (i + 3))
+    assert bodies(a, 3) == [b"g3", b"g4", b"g5"]
+    nothing_more(b)
+
+
 def test_receipt_comes_before_the_messages_its_frame_dispatches(raw):
     """As ActiveMQ: a COMMIT's (or own SEND's, or ACK's) RECEIPT, then the MESSAGEs it causes."""
     dest = q()

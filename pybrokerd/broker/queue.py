@@ -483,6 +483,9 @@ class MessageQueue:
     def _dispatch_pass(self) -> None:
         if not self.pending or not self.consumers:
             return
+        if len(self.consumers) == 1:
+            self._pass_to_one(self.consumers[0])
+            return
         candidates = self._candidates()
         if not candidates:
             return
@@ -503,6 +506,39 @@ class MessageQueue:
                 candidates = [c for c in candidates if c.has_credit()]
                 if not candidates:
                     break
+        if skipped:
+            pending.extend_front(skipped)
+        self._stalled = bool(pending) and not self._again
+
+    def _pass_to_one(self, consumer: Consumer) -> None:
+        """_dispatch_pass for a single consumer (a topic subscriber, a queue with one reader,
+        a connection catching up once its socket has room): what _choose and _hand_over
+        decide for it, without asking per message."""
+        if not consumer.has_credit():
+            return
+        skipped: list[Message] = []
+        now = now_ms()
+        pending = self.pending
+        accepts = self._accepts
+        groups = self.groups
+        while pending:
+            message = pending.popleft()
+            if message.expires and message.is_expired(now):
+                self.broker.expired(self, message)
+                continue
+            if not accepts(consumer, message):
+                skipped.append(message)
+                continue
+            group = message.group_id
+            if group is not None:  # the one consumer owns every group, until it is closed
+                if message.group_seq == -1:
+                    groups.pop(group, None)
+                else:
+                    groups[group] = consumer
+            consumer.deliver(self, message)
+            self._next_consumer = 1  # (the next in turn after it)
+            if not consumer.has_credit():
+                break
         if skipped:
             pending.extend_front(skipped)
         self._stalled = bool(pending) and not self._again

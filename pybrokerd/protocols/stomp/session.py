@@ -46,6 +46,8 @@ AUTH_FAILURE_DELAY = 0.5  # seconds before a refused CONNECT is answered
 CLIENT_COMMANDS = frozenset(("CONNECT", "STOMP", "SEND", "SUBSCRIBE", "UNSUBSCRIBE", "ACK", "NACK",
                              "BEGIN", "COMMIT", "ABORT", "DISCONNECT"))
 
+_HANDLERS = {command: "on_" + command.lower() for command in CLIENT_COMMANDS}
+
 # Headers a producer may not set or that become message fields rather than properties.
 _NOT_PROPERTIES = frozenset((
     "destination", "message-id", "redelivered", "subscription", "JMSXUserID", "ack", "transaction",
@@ -263,7 +265,7 @@ class StompSession:
                 return
             if not self.connected and command not in ("CONNECT", "STOMP"):
                 raise ProtocolError("Not connected.")
-            getattr(self, "on_" + command.lower())(frame, receipt)
+            getattr(self, _HANDLERS[command])(frame, receipt)
         except ProtocolError as e:
             self._error(str(e), receipt=receipt, fatal=e.fatal)
         except (BrokerError, DestinationError, SelectorError, ScheduleError) as e:
@@ -719,8 +721,12 @@ class StompSession:
             ack_id = h.get("id")
             if ack_id is None:
                 raise ProtocolError("%s received without a ack id for acknowledge!" % command)
-            found = next(((c, c.resolve(ack_id=ack_id)) for c in self.subscriptions.values()
-                          if c.resolve(ack_id=ack_id)), None)
+            found = None
+            for c in self.subscriptions.values():
+                key = c.resolve(ack_id=ack_id)
+                if key:
+                    found = (c, key)
+                    break
             shown = ack_id
         else:
             message_id = h.get("message-id")
