@@ -296,7 +296,19 @@ class Broker:
         ActiveMQ's KahaDB does for a send that wants no response).
         `producer` = (producer id, sequence) of a protocol that numbers its sends itself
         (OpenWire); else our failover client's headers say it.  `into`: a plain send (see
-        can_gather) is routed now but its operations go there, for finish_sends() (-> None)."""
+        can_gather, and only such a send) is routed now but its operations go there, for
+        finish_sends() (-> None)."""
+        if into is not None:
+            # a plain send (can_gather said so): no producer sequence, nothing for the
+            # scheduler or management, so only what _to_scheduler does for any message
+            self._check_stores(messages)
+            ops: list = []
+            for message in messages:
+                if message.destination.is_topic:
+                    self.management.published(message)
+                self._route(message, ops)
+            into.extend(ops)  # (only once every copy is routed: all of them or none)
+            return None
         first = messages[0]
         stamp = None  # (producer id, sequence, the sequence it had before)
         if producer is None and PRODUCER_ID in first.properties:
@@ -324,9 +336,6 @@ class Broker:
                     self.producers[producer_id] = previous
             raise
         if stamp is None and not scheduled:
-            if into is not None:  # gathered: finish_sends() stores and enqueues it
-                into.extend(ops)
-                return None
             return self._persist(ops, durable)  # the common case: a plain send
         if stamp is not None and first.persistent and not scheduled:
             ops.append(("producer", None, stamp[:2]))  # atomic with the message's add

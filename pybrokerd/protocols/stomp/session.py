@@ -496,11 +496,8 @@ class StompSession:
         elif self._gathering and receipt is None and self.broker.can_gather(copies):
             if self._sends is None:
                 self._sends = []
-            done = self.broker.publish(copies, durable=False, into=self._sends)
-            if done is None:
-                self._run += 1
-            else:
-                self._receipt(None, done)  # (not gathered after all)
+            self.broker.publish(copies, durable=False, into=self._sends)
+            self._run += 1
             return
         if self._acks is not None or self._sends is not None:
             self._finish_gathered()  # in order, before this one
