@@ -133,11 +133,15 @@ class Message:
         self.original_destination = original_destination
         self.user_id = user_id
         self.scheduled_job_id = scheduled_job_id
-        self.group_id = self.properties.get("JMSXGroupID")
-        seq = self.properties.get("JMSXGroupSeq")
-        try:
-            self.group_seq = int(seq) if seq is not None else 0
-        except ValueError:
+        if properties:
+            self.group_id = properties.get("JMSXGroupID")
+            seq = properties.get("JMSXGroupSeq")
+            try:
+                self.group_seq = int(seq) if seq is not None else 0
+            except ValueError:
+                self.group_seq = 0
+        else:
+            self.group_id = None
             self.group_seq = 0
         self.producer_seq = None
         self.seq = 0  # arrival order in its destination, set by the broker

@@ -152,6 +152,7 @@ class StompSession:
         self._temp: dict[tuple[str, str], Destination] = {}
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
+        self._id_prefix = self.connection_id + ":1:1:"  # + the sequence: a message id
         self._ack_seq = itertools.count(1)
         self._ack_head = None  # (id prefix, its escaped `ack:` line start): see _ack_line
         self._held = None  # MESSAGE frames waiting for the current frame's answer
@@ -505,14 +506,17 @@ class StompSession:
 
     def _build_message(self, frame, destination: Destination) -> Message:
         h = frame.headers
-        properties = {k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
+        # (a SEND with only destination, persistent, content-length... has no property)
+        properties = {} if h.keys() <= _NOT_PROPERTIES else {
+            k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
         if not _FIELD_HEADERS.isdisjoint(h):
             return self._build_message_with_fields(frame, destination, properties)
         persistent = h.get("persistent")
         message = Message(
-            "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
+            "%s%d" % (self._id_prefix, next(self._message_seq)), destination, frame.body,
             properties=properties,
-            persistent=persistent is not None and persistent.strip().lower() == "true",
+            persistent=persistent is not None and (
+                persistent == "true" or persistent.strip().lower() == "true"),
             is_bytes="content-length" in h)
         if not _JMS_FIELDS.isdisjoint(properties):
             self._jms_fields(message)
@@ -537,7 +541,7 @@ class StompSession:
             # comes back on the MESSAGE (amq-msg-type itself is kept as any other header)
             properties["content-length"] = h["content-length"]
         message = Message(
-            "%s:1:1:%d" % (self.connection_id, next(self._message_seq)), destination, frame.body,
+            "%s%d" % (self._id_prefix, next(self._message_seq)), destination, frame.body,
             properties=properties, persistent=h.get("persistent", "").strip().lower() == "true",
             priority=priority, expires=expires, timestamp=timestamp,
             correlation_id=h.get("correlation-id"), reply_to=reply_to, type=h.get("type"),
