@@ -257,13 +257,25 @@ class FrameParser:
         lines = text.split("\n")
         command = lines[0]
         limits = self.limits
-        if ((self.commands is not None and command not in self.commands)
-                or len(command) > limits.max_command_length or not command.isprintable()
-                or len(lines) > limits.max_headers + 1
+        commands = self.commands
+        if commands is not None:
+            if command not in commands:  # (a known command is short and printable)
+                return None
+        elif len(command) > limits.max_command_length or not command.isprintable():
+            return None
+        if (len(lines) > limits.max_headers + 1
                 or (len(text) > limits.max_header_length
                     and len(max(lines, key=len)) > limits.max_header_length)):
             return None
-        headers = _decode_lines(lines[1:], self.version, command not in _NOT_ESCAPED)
+        version = self.version
+        if version == "1.0" or "\\" in text:
+            headers = _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
+        else:  # nothing to strip or unescape: _decode_lines, in short
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name not in headers:
+                    headers[name] = value
         body_start = end + 2
         value = headers.get("content-length")
         if value is not None:
