@@ -353,8 +353,8 @@ class MessageQueue:
             n = len(consumers)
             if n == 1:  # a topic subscriber, a queue with one consumer
                 consumer = consumers[0]
-                taker = consumer if consumer.has_credit() and self._accepts(
-                    consumer, message) else None
+                taker = consumer if consumer.has_credit() and (
+                    consumer.selector is None or self._accepts(consumer, message)) else None
             else:
                 taker = None
                 start = self._next_consumer % n
@@ -363,7 +363,8 @@ class MessageQueue:
                     if position >= n:
                         position -= n
                     consumer = consumers[position]
-                    if consumer.has_credit() and self._accepts(consumer, message):
+                    if consumer.has_credit() and (consumer.selector is None
+                                                  or self._accepts(consumer, message)):
                         self._next_consumer = position + 1
                         taker = consumer
                         break
@@ -526,7 +527,7 @@ class MessageQueue:
             if message.expires and message.is_expired(now):
                 self.broker.expired(self, message)
                 continue
-            if not accepts(consumer, message):
+            if consumer.selector is not None and not accepts(consumer, message):
                 skipped.append(message)
                 continue
             group = message.group_id
