@@ -259,11 +259,11 @@ class FrameParser:
         limits = self.limits
         commands = self.commands
         if commands is not None:
-            if command not in commands:  # (a known command is short and printable)
+            if command not in commands:  # (a known command is printable)
                 return None
-        elif len(command) > limits.max_command_length or not command.isprintable():
+        elif not command.isprintable():
             return None
-        if (len(lines) > limits.max_headers + 1
+        if (len(command) > limits.max_command_length or len(lines) > limits.max_headers + 1
                 or (len(text) > limits.max_header_length
                     and len(max(lines, key=len)) > limits.max_header_length)):
             return None
