@@ -232,6 +232,10 @@ class FrameParser:
     def next_frame(self) -> Frame | None:
         if self._error is not None:
             raise self._error
+        if self._phase == _COMMAND and self._pos == 0 and self._scan == 0:
+            frame = self._whole_frame()  # (never raises: anything wrong is left to the rest)
+            if frame is not None:
+                return frame
         try:
             return self._next_frame()
         except FrameError as e:
@@ -297,10 +301,6 @@ class FrameParser:
     def _next_frame(self) -> Frame | None:
         limits = self.limits
         if self._phase == _COMMAND:
-            if self._pos == 0 and self._scan == 0:
-                frame = self._whole_frame()
-                if frame is not None:
-                    return frame
             while True:
                 line = self._line(limits.max_command_length, "command length")
                 if line is None:

@@ -707,17 +707,14 @@ class StompSession:
             del late[next(iter(late))]
 
     # == ACK / NACK =========================================================================
-    def on_ack(self, frame, receipt) -> None:
-        self._acknowledge(frame, receipt, "ack")
-
     def on_nack(self, frame, receipt) -> None:
         if self.version == "1.0":
             raise ProtocolError("NACK received but connection is in v1.0 mode.")
-        self._acknowledge(frame, receipt, "nack")
+        self.on_ack(frame, receipt, "nack")
 
-    def _acknowledge(self, frame, receipt, kind: str) -> None:
+    def on_ack(self, frame, receipt, kind: str = "ack") -> None:
         h = frame.headers
-        command = kind.upper()
+        command = frame.command
         if self.version == "1.2":
             ack_id = h.get("id")
             if ack_id is None:
