@@ -149,6 +149,7 @@ class StompSession:
         self.principal = None        # who authenticated (pybrokerd.security.Principal)
         self._waiting = None         # frames that arrived while CONNECT was being checked
         self._dest_cache: dict[str, list] = {}  # destination header -> [Destination]
+        self._dest_text: dict = {}  # Destination -> its escaped `destination` header value
         self._temp: dict[tuple[str, str], Destination] = {}
         self._temp_names: dict[Destination, str] = {}
         self._message_seq = itertools.count(1)
@@ -869,10 +870,15 @@ class StompSession:
         # the usual message (only the fields every message has, and properties): the lines
         # _full_head writes, in the same order, formatted at once
         version = self.version
+        dest = message.destination
+        dest_text = self._dest_text.get(dest)
+        if dest_text is None:  # (deliver() sends none of this connection's temporary ones here)
+            if len(self._dest_text) >= 256:
+                self._dest_text.clear()
+            dest_text = self._dest_text[dest] = _escaped(self.stomp_name(dest), version)
         text = ("MESSAGE\nmessage-id:%s\ndestination:%s\nexpires:%s\npriority:%s\ntimestamp:%s\n"
                 "%s") % (
-            _escaped(message.message_id, version),
-            _escaped(self.stomp_name(message.destination), version),
+            _escaped(message.message_id, version), dest_text,
             message.expires, message.priority, message.timestamp,
             "persistent:true\n" if message.persistent else "")
         properties = message.properties
