@@ -161,6 +161,10 @@ def test_typed_properties_read_as_java_writes_them_in_stomp_headers():
     assert [java_text(v) for v in (True, False, 7, 2.5, 1e20, 123456789.0, Float32(0.1),
                                    -2.5e-7, "text")] == \
         ["true", "false", "7", "2.5", "1.0E20", "1.23456789E8", "0.1", "-2.5E-7", "text"]
+    # floats near Float.MAX_VALUE, whose shorter roundings overflow a float32 (it raised)
+    assert [java_text(Float32(v)) for v in (3.4028234663852886e38, 3.4025001647762064e38,
+                                            -3.4028234663852886e38)] == \
+        ["3.4028235E38", "3.4025002E38", "-3.4028235E38"]
 
 
 def test_a_compressed_body_may_not_inflate_without_bound():

@@ -78,9 +78,12 @@ def java_text(value) -> str:
             packed = struct.pack(">f", value)
             for digits in range(1, 10):
                 text = "%.*g" % (digits, value)
-                if struct.pack(">f", float(text)) == packed:
-                    value = float(text)
-                    break
+                try:
+                    if struct.pack(">f", float(text)) == packed:
+                        value = float(text)
+                        break
+                except OverflowError:
+                    continue  # rounded past the largest float32 (near 3.4028235E38)
         if value == 0 or 1e-3 <= abs(value) < 1e7:
             return repr(float(value))
         import decimal
