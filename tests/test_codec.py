@@ -534,6 +534,33 @@ def test_the_whole_frame_shortcut_parses_as_the_line_by_line_parser(raw, version
     assert outcome(FrameParser, raw, version, limits, commands) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(odd_frame_streams(), st.sampled_from(["1.0", "1.1", "1.2"]), st.booleans())
+def test_frames_repeated_parse_as_the_first_time(raw, version, known):
+    """A producer repeats its header lines frame after frame: the parser keeps them decoded
+    after the second time, and must still give what the line-by-line parser gives."""
+    commands = {"SEND", "CONNECT", "STOMP", "MESSAGE"} if known else None
+    raw = raw * 3
+    assert outcome(FrameParser, raw, version, None, commands) == \
+        outcome(StepByStepParser, raw, version, None, commands)
+
+
+def test_repeated_header_lines_give_each_frame_its_own_headers_for_the_version_in_force():
+    frame = b"SEND\ndestination:/queue/a\nx: pad \n\nbody\x00"
+    p = FrameParser()
+    p.version = "1.0"  # strips header values
+    p.feed(frame * 3)
+    first, second, third = p.next_frame(), p.next_frame(), p.next_frame()
+    assert first.headers == second.headers == third.headers == {
+        "destination": "/queue/a", "x": "pad"}
+    third.headers["x"] = "changed"  # a frame's headers are its own
+    p.feed(frame)
+    assert p.next_frame().headers["x"] == "pad"
+    p.version = "1.2"  # keeps them as sent
+    p.feed(frame * 3)
+    assert [p.next_frame().headers["x"] for _ in range(3)] == [" pad "] * 3
+
+
 # --- performance -----------------------------------------------------------
 
 BIG = 64 * MiB

@@ -211,6 +211,11 @@ class FrameParser:
         self.version = "1.0"
         self._buf = bytearray()
         self._error: FrameError | None = None
+        # the command and header lines of recent whole frames, decoded: a producer repeats
+        # the same ones frame after frame (with the version they were decoded for)
+        self._heads: dict[str, tuple] = {}
+        self._heads_version = None
+        self._seen = None  # the last lines decoded (kept once they come twice in a row)
         self._new_frame()
 
     def _new_frame(self):
@@ -243,19 +248,9 @@ class FrameParser:
             self._buf = bytearray()
             raise
 
-    def _whole_frame(self) -> Frame | None:
-        """The frame at the front of the buffer when it is all there and plain (LF line ends,
-        ASCII headers, within the limits, a known command), parsed in a few C-speed passes;
-        else None, and the phase-by-phase parser below takes it (and says what is wrong).
-        Most frames arrive whole in one read: this is their path."""
-        buf = self._buf
-        start = 0
-        while start < len(buf) and buf[start] == 10:  # heart-beats (or the EOL after a NUL)
-            start += 1
-        end = buf.find(b"\n\n", start)
-        if end < 0:
-            return None
-        text = buf[start:end].decode("latin-1")
+    def _head(self, text: str):
+        """(command, headers) of a whole frame's command and header lines, or None when the
+        line-by-line parser must take the frame (see _whole_frame)."""
         if not text.isascii() or "\r" in text:
             return None
         lines = text.split("\n")
@@ -273,13 +268,42 @@ class FrameParser:
             return None
         version = self.version
         if version == "1.0" or "\\" in text:
-            headers = _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
-        else:  # nothing to strip or unescape: _decode_lines, in short
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name not in headers:
-                    headers[name] = value
+            return command, _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
+        headers = {}  # nothing to strip or unescape: _decode_lines, in short
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name not in headers:
+                headers[name] = value
+        return command, headers
+
+    def _whole_frame(self) -> Frame | None:
+        """The frame at the front of the buffer when it is all there and plain (LF line ends,
+        ASCII headers, within the limits, a known command), parsed in a few C-speed passes;
+        else None, and the phase-by-phase parser below takes it (and says what is wrong).
+        Most frames arrive whole in one read: this is their path."""
+        buf = self._buf
+        start = 0
+        while start < len(buf) and buf[start] == 10:  # heart-beats (or the EOL after a NUL)
+            start += 1
+        end = buf.find(b"\n\n", start)
+        if end < 0:
+            return None
+        text = buf[start:end].decode("latin-1")
+        head = self._heads.get(text)
+        if head is not None and self._heads_version == self.version:
+            command, headers = head[0], dict(head[1])  # (a copy: a frame's headers are its own)
+        else:
+            head = self._head(text)
+            if head is None:
+                return None
+            command, headers = head
+            if text == self._seen:  # the second time in a row: worth keeping
+                if len(self._heads) >= 32 or self._heads_version != self.version:
+                    self._heads.clear()
+                    self._heads_version = self.version
+                self._heads[text] = (command, dict(headers))
+            self._seen = text
+        limits = self.limits
         body_start = end + 2
         value = headers.get("content-length")
         if value is not None:
