@@ -292,35 +292,53 @@ class JournalAdapter(BatchingAdapter):
     # -- writing ---------------------------------------------------------------------------
     def backend_apply(self, ops):
         self._undo = None
-        parts, adds = [], []
+        # one pass: each record's pieces go straight into the payload (joined once), adds
+        # and removes are noted for the index, anything else is rarer and kept for later
+        parts = []
+        adds, removes, others = [], [], []
         size = 0
+        keys = {}  # store key -> its UTF-8 bytes, encoded once per batch
+        pack = RECORD.pack
         for op in ops:
             kind = op[0]
             if kind == "add":
                 _, key, message_id, data, seq, body = op
-                record = self._record(ADD, key, message_id, seq, data)
-                adds.append((key, message_id, seq, size + len(record) - len(data), len(data), body))
+                k = keys.get(key)
+                if k is None:
+                    k = keys[key] = key.encode("utf-8")
+                i = message_id.encode("utf-8")
+                parts += (pack(ADD, len(k), len(i), seq, len(data)), k, i, data)
+                size += RECORD.size + len(k) + len(i)
+                adds.append((key, message_id, seq, size, len(data), body))
+                size += len(data)
             elif kind == "remove":
-                record = self._record(REMOVE, op[1], op[2], op[3] or 0, b"")
-            elif kind == "sub":
-                record = self._record(SUB, op[1], "", 0, json.dumps(op[2]).encode())
-            elif kind == "unsub":
-                record = self._record(UNSUB, op[1], "", 0, b"")
-            elif kind == "queue":
-                record = self._record(QUEUE, op[1], "", 0, b"")
-            elif kind == "drop":
-                record = self._record(DROP, op[1], "", 0, b"")
-            elif kind == "producer":
-                record = self._record(PRODUCER, op[1], "", 0,
-                                      b"" if op[2] is None else json.dumps(op[2]).encode())
+                k = keys.get(op[1])
+                if k is None:
+                    k = keys[op[1]] = op[1].encode("utf-8")
+                i = op[2].encode("utf-8")
+                parts += (pack(REMOVE, len(k), len(i), op[3] or 0, 0), k, i)
+                size += RECORD.size + len(k) + len(i)
+                removes.append(op)
             elif kind == "checkpoint":
                 self._dirty = True
                 self._since_ckpt = self.checkpoint_bytes  # force one at the next maintenance
-                continue
             else:
-                raise ValueError("unknown store operation %r" % (kind,))
-            parts.append(record)
-            size += len(record)
+                if kind == "sub":
+                    record = self._record(SUB, op[1], "", 0, json.dumps(op[2]).encode())
+                elif kind == "unsub":
+                    record = self._record(UNSUB, op[1], "", 0, b"")
+                elif kind == "queue":
+                    record = self._record(QUEUE, op[1], "", 0, b"")
+                elif kind == "drop":
+                    record = self._record(DROP, op[1], "", 0, b"")
+                elif kind == "producer":
+                    record = self._record(PRODUCER, op[1], "", 0,
+                                          b"" if op[2] is None else json.dumps(op[2]).encode())
+                else:
+                    raise ValueError("unknown store operation %r" % (kind,))
+                parts.append(record)
+                size += len(record)
+                others.append(op)
         if not parts:
             return
         # what backend_rollback() needs if the write or the sync after it fails
@@ -328,25 +346,21 @@ class JournalAdapter(BatchingAdapter):
         self._undo = (self._current, self._size, self._since_ckpt, self._live, self._max_seq,
                       undo)
         payload = b"".join(parts)
-        batch = b"".join((BATCH_HEAD.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload)),
-                          payload, BATCH_END))
-        if self._size > 0 and self._size + len(batch) > self.max_file_length:
+        head = BATCH_HEAD.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload))
+        length = len(head) + len(payload) + len(BATCH_END)
+        if self._size > 0 and self._size + length > self.max_file_length:
             self._rotate()
         offset = self._size + BATCH_HEAD.size
-        _write_all(self._fd, batch, self._size)
+        _write_all(self._fd, (head, payload, BATCH_END), self._size)
         segment = self._current
-        self._size += len(batch)
-        self._since_ckpt += len(batch)
+        self._size += length
+        self._since_ckpt += length
         self._dirty = True
         with self._lock:
             index = self._index
-            for op in ops:
+            for op in others:
                 kind = op[0]
-                if kind == "remove":
-                    entries = index.get(op[1])
-                    if entries is not None:
-                        undo.append((entries, op[2], entries.pop(op[2], None)))
-                elif kind == "sub":
+                if kind == "sub":
                     undo.append((self._subs, op[1], self._subs.get(op[1])))
                     self._subs[op[1]] = op[2]
                 elif kind == "unsub":
@@ -365,15 +379,24 @@ class JournalAdapter(BatchingAdapter):
                         self._journal_producers.pop(op[1], None)
                     else:
                         self._journal_producers[op[1]] = op[2]
-            self._live += len(adds) - sum(1 for op in ops if op[0] == "remove")
+            # (a remove never precedes its add in one batch: the adapter cancels such pairs
+            # before they get here; an unsub or a drop, kept apart above, comes only from an
+            # operation of its own)
+            for op in removes:
+                entries = index.get(op[1])
+                if entries is not None:
+                    undo.append((entries, op[2], entries.pop(op[2], None)))
+            self._live += len(adds) - len(removes)
+            max_seq = self._max_seq
             for key, message_id, seq, at, length, body in adds:
-                entries = index.setdefault(key, {})
+                entries = index.get(key)
+                if entries is None:
+                    entries = index[key] = {}
                 undo.append((entries, message_id, entries.get(message_id)))
                 entries[message_id] = _pack(seq, segment, offset + at, length, body)
-                if seq > self._max_seq:
-                    self._max_seq = seq
-            # a remove that precedes its add in the same ops list cannot happen: the adapter
-            # cancels such pairs before they get here
+                if seq > max_seq:
+                    max_seq = seq
+            self._max_seq = max_seq
 
     def backend_rollback(self):
         """Cut the journal back to where it was before the last batch and undo its index
@@ -586,12 +609,17 @@ def _in_add_order(entries):
     return ((i, value >> 128, _body_of(value)) for i, value in entries.items())
 
 
-def _write_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
+def _write_all(fd, pieces, offset):
+    """Write these byte strings one after the other at offset (one pwritev nearly always)."""
+    total = sum(map(len, pieces))
+    written = os.pwritev(fd, pieces, offset)
+    if written < total:  # a short write (a signal, a full disk on the way): go on from there
+        view = memoryview(b"".join(pieces))[written:]
         offset += written
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
 
 
 def _fsync_dir(path):

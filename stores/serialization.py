@@ -87,6 +87,9 @@ _string = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring
 _BOOL = {True: "true", False: "false"}
 
 
+_dest_json: dict = {}  # Destination -> its JSON ("[kind,name]"), made once (writer thread)
+
+
 def encode(message: Message) -> bytes:
     properties, property_types = _typed(message.properties) if message.properties else ({}, {})
     destination = message.destination
@@ -96,10 +99,23 @@ def encode(message: Message) -> bytes:
             and type(timestamp) is int and type(count) is int):
         # the fields every message has, formatted directly (what _json would write for
         # these types, in a third of the time); the rest goes through _json below
-        head = '{"i":%s,"d":[%s,%s],"p":%s,"P":%s,"r":%d,"e":%d,"t":%d,"b":%s,"n":%d' % (
-            _string(message.message_id), _string(destination.kind), _string(destination.name),
+        where = _dest_json.get(destination)
+        if where is None:
+            if len(_dest_json) >= 4096:
+                _dest_json.clear()  # many destinations: stay bounded
+            where = _dest_json[destination] = "[%s,%s]" % (
+                _string(destination.kind), _string(destination.name))
+        head = '{"i":%s,"d":%s,"p":%s,"P":%s,"r":%d,"e":%d,"t":%d,"b":%s,"n":%d' % (
+            _string(message.message_id), where,
             _json(properties) if properties else "{}", _BOOL[bool(message.persistent)],
             priority, expires, timestamp, _BOOL[bool(message.is_bytes)], count)
+        if (message.correlation_id is None and message.type is None
+                and message.user_id is None and message.scheduled_job_id is None
+                and message.reply_to is None and message.original_destination is None
+                and not property_types and message.map_body is None
+                and message.jms_kind is None):  # nothing optional: the usual message
+            raw = (head + "}").encode("utf-8")
+            return b"".join((_LEN.pack(len(raw)), raw, message.body))
         header = {}
     else:
         head = None
