@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from pybrokerd.broker.destination import (
     QUEUE, TEMP_QUEUE, TEMP_TOPIC, TOPIC, VIRTUAL_TOPIC_PREFIX, Destination, compile_pattern,
+    has_wildcard,
     virtual_topic_of)
 from pybrokerd.broker.message import Message, now_ms
 from pybrokerd.broker.queue import (
@@ -455,9 +456,14 @@ class Broker:
 
     def _route(self, message: Message, ops: list) -> None:
         dest = message.destination
-        self._check_usable(dest)
         if message.seq == 0:
             message.seq = next(self._seq)
+        if dest.kind == QUEUE and not has_wildcard(dest.name):
+            # a plain queue (nearly every send): the checks below, settled by its kind
+            queue = self.queues.get(dest)
+            self._enqueue(self.queue(dest) if queue is None else queue, message, ops)
+            return
+        self._check_usable(dest)
         if dest.is_queue:
             if dest.is_wildcard:
                 match = compile_pattern(dest.name)
@@ -671,8 +677,13 @@ class Broker:
         added there for one finish_acks() of several ACKs (-> None)."""
         ops, sources = ([], set()) if into is None else into
         for delivery in consumer.take(ack_ids):
-            ops.extend(self._consumed_ops(delivery.source, delivery.message))
-            sources.add(delivery.source)
+            source, message = delivery.source, delivery.message
+            # (_consumed_ops, in line)
+            source.dequeue_count += 1
+            source.resident.discard(message.message_id)
+            if message.persistent and source.store is not None:
+                ops.append(("remove", source.store, message.message_id))
+            sources.add(source)
         if into is not None:
             return None
         return self._persist_then_wake(ops, sources, durable)

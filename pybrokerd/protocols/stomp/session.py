@@ -722,9 +722,8 @@ class StompSession:
                 raise ProtocolError("%s received without a ack id for acknowledge!" % command)
             found = None
             for c in self.subscriptions.values():
-                key = c.resolve(ack_id=ack_id)
-                if key:
-                    found = (c, key)
+                if ack_id in c.in_flight:  # (Consumer.resolve, in line)
+                    found = (c, ack_id)
                     break
             shown = ack_id
         else:
