@@ -266,7 +266,12 @@ class Scheduler:
         """Store a job for a message with AMQ_SCHEDULED_* headers. -> Deferred (durable)."""
         spec = parse(message.properties)
         now = self.now()
-        job_id = "%s:%d" % (self._prefix, next(self._ids))
+        # as ActiveMQ, a job is named after its message (scheduledJobId is the producer's
+        # message id); an id already naming a job (a client that repeats its ids) gets one
+        # of our own
+        job_id = message.message_id
+        if not job_id or job_id in self.jobs or job_id in self._hot:
+            job_id = "%s:%d" % (self._prefix, next(self._ids))
         if spec["cron"]:
             first = next_cron_time(spec["cron"], now)
         else:
@@ -395,9 +400,10 @@ class Scheduler:
             message.properties.pop(name, None)
         message.properties[JOB_ID] = job.job_id
         series = repeating or runs_before > 0 or job.cron is not None
-        if series or message.message_id in (None, job.job_id):
+        if series or not message.message_id:
             message.message_id = "%s:run:%d" % (job.job_id, runs_before + 1)
-        # else a one-shot job's delivery keeps its producer's message id
+        # else a one-shot job's delivery keeps its producer's message id (as ActiveMQ: the
+        # job's id too, unless that id was taken)
         if stored.expires:
             # as ActiveMQ: a message with a time to live is stamped when it fires and keeps
             # its time to live from then; one without keeps the time it was sent

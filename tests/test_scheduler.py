@@ -26,6 +26,26 @@ def test_delay_is_honoured_to_the_millisecond(raw):
     assert "AMQ_SCHEDULED_DELAY" not in m.headers
 
 
+def test_a_job_is_named_after_its_message_as_activemq_does(raw):
+    """ActiveMQ 5.17 names a job after the message scheduled: a one-shot delivery keeps the
+    message id, which is also its scheduledJobId; every run of a repeating job carries the
+    message id the producer's send got as scheduledJobId, and a fresh message id of its own."""
+    dest = q()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+    c.receipt("SEND", {"destination": dest, "AMQ_SCHEDULED_DELAY": "50"}, b"once")
+    once = c.recv_command("MESSAGE", timeout=5)
+    assert once.headers["scheduledJobId"] == once.headers["message-id"]
+    c.receipt("SEND", {"destination": dest, "AMQ_SCHEDULED_PERIOD": "50",
+                       "AMQ_SCHEDULED_REPEAT": "1"}, b"twice")
+    runs = [c.recv_command("MESSAGE", timeout=5) for _ in range(2)]
+    job = runs[0].headers["scheduledJobId"]
+    assert [m.headers["scheduledJobId"] for m in runs] == [job, job]
+    assert len({m.headers["message-id"] for m in runs} | {job}) == 3
+    # the job id is the id the broker gave the send: of this connection, after the first's
+    assert job.rsplit(":", 1)[0] == once.headers["message-id"].rsplit(":", 1)[0]
+
+
 def test_repeat_with_period(raw):
     dest = q()
     c = raw()
