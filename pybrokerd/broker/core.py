@@ -659,16 +659,18 @@ class Broker:
         # nobody waits for this remove: it need not be synced before anything (ActiveMQ does
         # not sync acks that want no response either); after a crash the message may come
         # back, marked redelivered
-        ops = self._consumed_ops(source, message)
+        ops: list = []
+        self._consumed(source, message, ops)
         if ops:
             self.store.transaction(ops, durable=False).addErrback(_removal_failed)
 
-    def _consumed_ops(self, source: MessageQueue, message: Message) -> list:
+    @staticmethod
+    def _consumed(source: MessageQueue, message: Message, ops: list) -> None:
+        """A delivery is acknowledged: counted, and its store removal added to `ops`."""
         source.dequeue_count += 1
         source.resident.discard(message.message_id)
         if message.persistent and source.store is not None:
-            return [("remove", source.store, message.message_id)]
-        return []
+            ops.append(("remove", source.store, message.message_id))
 
     def ack(self, consumer: Consumer, ack_ids: list[str], durable: bool = True,
             into: tuple | None = None) -> defer.Deferred | None:
@@ -676,14 +678,10 @@ class Broker:
         into=(ops, queues): the deliveries are taken now, and their removals and queues
         added there for one finish_acks() of several ACKs (-> None)."""
         ops, sources = ([], set()) if into is None else into
+        consumed = self._consumed
         for delivery in consumer.take(ack_ids):
-            source, message = delivery.source, delivery.message
-            # (_consumed_ops, in line)
-            source.dequeue_count += 1
-            source.resident.discard(message.message_id)
-            if message.persistent and source.store is not None:
-                ops.append(("remove", source.store, message.message_id))
-            sources.add(source)
+            consumed(delivery.source, delivery.message, ops)
+            sources.add(delivery.source)
         if into is not None:
             return None
         return self._persist_then_wake(ops, sources, durable)
@@ -852,7 +850,7 @@ class Broker:
             consumer.take([ack_id])
             sources.add(delivery.source)
             if kind == "ack":
-                ops.extend(self._consumed_ops(delivery.source, delivery.message))
+                self._consumed(delivery.source, delivery.message, ops)
             else:
                 delivery.source.dequeue_count += 1
                 self._poisoned(delivery.source, delivery.message, ops, scheduled)
