@@ -754,3 +754,50 @@ def test_sends_of_every_kind_written_together_arrive_in_the_order_sent(raw, dest
     assert producer.recv_command("RECEIPT").headers["receipt-id"] == "r"
     assert bodies(consumer, 8) == [b"%d" % n for n in range(8)]
     nothing_more(consumer)
+
+
+# -- lenient where ActiveMQ 5.17 is (checked against it side by side) -----------------------
+
+def test_no_local_on_a_queue_leaves_its_own_messages_to_other_consumers(raw):
+    """activemq.noLocal on a queue: the consumer is not given what its own connection sent;
+    the message waits in the queue for another consumer (as ActiveMQ)."""
+    dest = q()
+    a = raw()
+    sub(a, dest, "mine", **{"activemq.noLocal": "true"})
+    assert a.receipt("SEND", {"destination": dest}, b"own").command == "RECEIPT"
+    other = raw()
+    assert other.receipt("SEND", {"destination": dest}, b"theirs").command == "RECEIPT"
+    assert bodies(a, 1) == [b"theirs"]
+    nothing_more(a)
+    sub(other, dest)
+    assert bodies(other, 1) == [b"own"]
+
+
+def test_persistent_means_exactly_true(raw):
+    """As ActiveMQ: persistent:True (or TRUE, or yes) is a non-persistent message."""
+    dest = q()
+    c = raw()
+    sub(c, dest)
+    for value in ("true", "True"):
+        c.receipt("SEND", {"destination": dest, "persistent": value}, value.encode())
+    first, second = (c.recv_command("MESSAGE") for _ in range(2))
+    assert first.headers.get("persistent") == "true"
+    assert "persistent" not in second.headers
+
+
+@pytest.mark.parametrize("extra", [{"ack": "sometimes"}, {"ack": "Client"},
+                                   {"activemq.prefetchSize": "lots"}])
+def test_a_subscribe_with_a_value_activemq_ignores_still_subscribes(raw, extra):
+    """ActiveMQ takes an ack mode it does not know as auto, and ignores a prefetch that is
+    not a number: the SUBSCRIBE works (so does a client relying on it here)."""
+    dest = q()
+    c = raw()
+    sub(c, dest, **extra)
+    c.receipt("SEND", {"destination": dest}, b"one")
+    m = c.recv_command("MESSAGE")
+    assert m.body == b"one"
+    if "ack" in extra:  # auto: nothing to acknowledge, and it does not come back
+        assert "ack" not in m.headers
+        c.receipt("UNSUBSCRIBE", {"id": "1"})
+        sub(c, dest, "2")
+        nothing_more(c)

@@ -98,6 +98,8 @@ class Consumer:
         # the id of the connection that sent it (as ActiveMQ's producer ids), which is how
         # the topic subscription tells them apart
         self.local_prefix = getattr(session, "local_message_prefix", None) if no_local else None
+        # a queue gives it any message without asking accepts() (no selector, no noLocal)
+        self.takes_all = selector is None and self.local_prefix is None
         self.in_flight: collections.OrderedDict[str, Delivery] = collections.OrderedDict()
         self.by_message_id: dict[str, str] = {}
         self.tx_acked = 0
@@ -118,6 +120,8 @@ class Consumer:
         return len(self.in_flight) - self.tx_acked < self.prefetch
 
     def accepts(self, message: Message) -> bool:
+        if self.local_prefix is not None and message.message_id.startswith(self.local_prefix):
+            return False  # noLocal on a queue, as ActiveMQ: it waits for another consumer
         if self.selector is None:
             return True
         return self.selector(message.selector_value)
@@ -354,7 +358,7 @@ class MessageQueue:
             if n == 1:  # a topic subscriber, a queue with one consumer
                 consumer = consumers[0]
                 taker = consumer if consumer.has_credit() and (
-                    consumer.selector is None or self._accepts(consumer, message)) else None
+                    consumer.takes_all or self._accepts(consumer, message)) else None
             else:
                 taker = None
                 start = self._next_consumer % n
@@ -363,7 +367,7 @@ class MessageQueue:
                     if position >= n:
                         position -= n
                     consumer = consumers[position]
-                    if consumer.has_credit() and (consumer.selector is None
+                    if consumer.has_credit() and (consumer.takes_all
                                                   or self._accepts(consumer, message)):
                         self._next_consumer = position + 1
                         taker = consumer
@@ -527,7 +531,7 @@ class MessageQueue:
             if message.expires and message.is_expired(now):
                 self.broker.expired(self, message)
                 continue
-            if consumer.selector is not None and not accepts(consumer, message):
+            if not consumer.takes_all and not accepts(consumer, message):
                 skipped.append(message)
                 continue
             group = message.group_id

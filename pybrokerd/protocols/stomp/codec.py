@@ -152,14 +152,17 @@ def _serialize_slow(command, items, body, esc):
 # --- parser ----------------------------------------------------------------
 
 def _decode_lines(lines, version: str, escaped: bool) -> dict[str, str]:
-    """Header lines (EOLs gone) as a dict: the first occurrence of a name wins."""
+    """Header lines (EOLs gone) as a dict: the first occurrence of a name wins.  In 1.0 (as
+    ActiveMQ) a value is trimmed and unescaped, a name taken as it is."""
     headers: dict[str, str] = {}
-    strip = version == "1.0"
+    v10 = version == "1.0"
     for line in lines:
         name, _, value = line.partition(":")
-        if strip:
-            name, value = name.strip(), value.strip()
-        if escaped and ("\\" in name or "\\" in value):
+        if v10:
+            value = value.strip()
+            if escaped and "\\" in value:
+                value = unescape_header(value, version)
+        elif escaped and ("\\" in name or "\\" in value):
             name, value = unescape_header(name, version), unescape_header(value, version)
         if name not in headers:
             headers[name] = value
@@ -385,7 +388,8 @@ class FrameParser:
             if len(buf) <= end:
                 return None
             if buf[end] != 0:
-                raise FrameError("Expected frame terminator NUL after content-length bytes")
+                # (ActiveMQ's words)
+                raise FrameError("content-length bytes were read and there was no trailing null byte")
         else:
             end = buf.find(b"\x00", self._scan)
             if end < 0:

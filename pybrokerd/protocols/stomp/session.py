@@ -349,12 +349,10 @@ class StompSession:
         cx, cy = client_beats
         reply = {"server": "pybrokerd/%s" % __version__, "heart-beat": "%d,%d" % (cy, cx),
                  "session": client_id or self.connection_id}  # ActiveMQ: the client id
-        if "request-id" in headers:
-            reply["response-id"] = headers["request-id"]
-        if receipt is not None:
-            # ActiveMQ answers a CONNECT receipt in both headers
-            reply.setdefault("response-id", receipt)
-            reply["receipt-id"] = receipt
+        # ActiveMQ answers a CONNECT's request-id, or else its receipt, in both headers
+        answer = headers.get("request-id", receipt)
+        if answer is not None:
+            reply["response-id"] = reply["receipt-id"] = answer
         reply["version"] = self.version  # ActiveMQ sends it on 1.0 too
         self._write("CONNECTED", reply)
         self._start_heartbeats(cx, cy)
@@ -365,7 +363,7 @@ class StompSession:
     def _negotiate(accept: str | None) -> str:
         if accept is None:
             return "1.0"
-        offered = {v.strip() for v in accept.split(",")}
+        offered = set(accept.split(","))  # not trimmed: "1.0, 1.1" offers 1.0 (ActiveMQ)
         common = [v for v in SUPPORTED_VERSIONS if v in offered]
         if not common:
             raise ProtocolError("Invalid Protocol version[%s], supported versions are: [1.2, 1.1, 1.0]"
@@ -426,9 +424,9 @@ class StompSession:
     # == destinations =======================================================================
     def _destinations(self, text: str | None, what: str) -> list[Destination]:
         if text is None or not text.strip():
-            if what == "SEND":
+            if what == "SEND":  # ActiveMQ's words, both
                 raise ProtocolError("SEND received without a Destination specified!")
-            raise ProtocolError("%s received without a destination header" % what)
+            raise ProtocolError("Invalid empty or 'null' Destination header")
         cached = self._dest_cache.get(text)
         if cached is not None:
             return cached
@@ -512,12 +510,10 @@ class StompSession:
             k: v for k, v in h.items() if k not in _NOT_PROPERTIES}
         if not _FIELD_HEADERS.isdisjoint(h):
             return self._build_message_with_fields(frame, destination, properties)
-        persistent = h.get("persistent")
         message = Message(
             "%s%d" % (self._id_prefix, next(self._message_seq)), destination, frame.body,
-            properties=properties,
-            persistent=persistent is not None and (
-                persistent == "true" or persistent.strip().lower() == "true"),
+            # persistent: exactly "true", as ActiveMQ ("True" is not persistent there either)
+            properties=properties, persistent=h.get("persistent") == "true",
             is_bytes="content-length" in h)
         if not _JMS_FIELDS.isdisjoint(properties):
             self._jms_fields(message)
@@ -543,7 +539,7 @@ class StompSession:
             properties["content-length"] = h["content-length"]
         message = Message(
             "%s%d" % (self._id_prefix, next(self._message_seq)), destination, frame.body,
-            properties=properties, persistent=h.get("persistent", "").strip().lower() == "true",
+            properties=properties, persistent=h.get("persistent") == "true",
             priority=priority, expires=expires, timestamp=timestamp,
             correlation_id=h.get("correlation-id"), reply_to=reply_to, type=h.get("type"),
             is_bytes=is_bytes)
@@ -608,7 +604,13 @@ class StompSession:
                                 "first, or raise --max-subscriptions" % limit)
         ack_mode = h.get("ack", AUTO)
         if ack_mode not in ACK_MODES:
-            raise ProtocolError("Invalid ack mode %r: use auto, client or client-individual" % ack_mode)
+            # ActiveMQ takes any other value (a typo, "Client") as auto, without a word: so do
+            # we, for the clients that rely on it, but say so where an operator looks
+            log.warn("STOMP {connection}: SUBSCRIBE to {destination} with ack mode {mode!r}, "
+                     "which is none of auto, client, client-individual: auto (as ActiveMQ)",
+                     connection=self.connection_id, destination=h.get("destination"),
+                     mode=_clip(ack_mode))
+            ack_mode = AUTO
         self._authorize("read", destinations)
         selector_text = (h.get("selector") or "").strip()
         selector = compile_selector(selector_text) if selector_text else None
@@ -624,7 +626,7 @@ class StompSession:
             default_prefetch = self.config.topic_prefetch
         else:
             default_prefetch = self.config.queue_prefetch
-        prefetch = _int_header(h, "activemq.prefetchSize", default_prefetch)
+        prefetch = _prefetch(h.get("activemq.prefetchSize"), default_prefetch)
         consumer = Consumer(
             self, sub_id, destinations, ack_mode=ack_mode, selector=selector,
             selector_text=selector_text, prefetch=prefetch,
@@ -783,10 +785,9 @@ class StompSession:
 
     def _tx_header(self, frame, command: str) -> str:
         tx_id = frame.headers.get("transaction")
-        if not tx_id:
-            if command == "BEGIN":
-                raise ProtocolError("Must specify the transaction you are beginning")
-            raise ProtocolError("%s received without a transaction header" % command)
+        if not tx_id:  # ActiveMQ's words
+            raise ProtocolError("Must specify the transaction you are %s" % {
+                "BEGIN": "beginning", "COMMIT": "committing", "ABORT": "aborting"}[command])
         return tx_id
 
     def on_begin(self, frame, receipt) -> None:
@@ -1225,6 +1226,18 @@ def _int_header(headers, name: str, default: int, value: str | None = None) -> i
         return int(value.strip())
     except ValueError:
         raise ProtocolError("Invalid %s header %r: expected an integer" % (name, _clip(value)))
+
+
+def _prefetch(value: str | None, default: int) -> int:
+    """activemq.prefetchSize: ActiveMQ ignores a value that is not a number (its default
+    prefetch, without a word), so do we; 0 or less is 1 here (ActiveMQ's prefetch 0 means
+    "pull", which STOMP cannot do: it would never dispatch)."""
+    try:
+        return int(value.strip()) if value is not None and value.strip() else default
+    except ValueError:
+        log.warn("STOMP SUBSCRIBE with activemq.prefetchSize {value!r}, not a number: the "
+                 "default, {default} (as ActiveMQ)", value=_clip(value), default=default)
+        return default
 
 
 def _consumer_priority(value: str | None) -> int:
