@@ -96,6 +96,18 @@ def test_composite_send_and_subscribe(raw):
     assert [m.headers["original-destination"] for m in got] == [composite, composite]
 
 
+def test_a_member_of_a_composite_without_prefix_is_a_queue(raw):
+    """As ActiveMQ 5.17: "/topic/a,b" is the topic a and the queue b (not the topic b)."""
+    topic, name = t(), unique("bare")
+    on_topic, on_queue, on_other_topic = raw(), raw(), raw()
+    sub(on_topic, topic)
+    sub(on_queue, "/queue/" + name)
+    sub(on_other_topic, "/topic/" + name)
+    raw().receipt("SEND", {"destination": "%s,%s" % (topic, name)}, b"c")
+    assert bodies(on_topic, 1) == bodies(on_queue, 1) == [b"c"]
+    nothing_more(on_other_topic)
+
+
 def test_empty_members_of_a_composite_are_skipped(raw):
     """As ActiveMQ: "/queue/a," is /queue/a."""
     dest = q()
@@ -286,7 +298,7 @@ def test_durable_unsubscribe_needs_detach_first(raw):
     c = raw(**{"client-id": cid})
     sub(c, dest, **{"activemq.subscriptionName": "s1"})
     frame = c.receipt("UNSUBSCRIBE", {"id": "1", "activemq.subscriptionName": "s1"})
-    assert frame.command == "ERROR" and "in use" in frame.headers["message"]
+    assert frame.command == "ERROR" and frame.headers["message"] == "Durable consumer is in use"
     assert c.receipt("UNSUBSCRIBE", {"id": "1"}).command == "RECEIPT"
     # ActiveMQ wants the id on every UNSUBSCRIBE from 1.1 on, the name alone is refused
     assert c.receipt("UNSUBSCRIBE", {"activemq.subscriptionName": "s1"}).command == "ERROR"
@@ -801,3 +813,19 @@ def test_a_subscribe_with_a_value_activemq_ignores_still_subscribes(raw, extra):
         c.receipt("UNSUBSCRIBE", {"id": "1"})
         sub(c, dest, "2")
         nothing_more(c)
+
+
+def test_a_1_0_client_may_subscribe_twice_to_one_destination_without_id(raw):
+    """As ActiveMQ: two consumers (a topic message reaches both); UNSUBSCRIBE by destination
+    closes one at a time."""
+    dest = t()
+    c = raw(version="1.0")
+    for _ in range(2):
+        assert c.receipt("SUBSCRIBE", {"destination": dest}).command == "RECEIPT"
+    raw().receipt("SEND", {"destination": dest}, b"m")
+    assert bodies(c, 2) == [b"m", b"m"]
+    for _ in range(2):
+        assert c.receipt("UNSUBSCRIBE", {"destination": dest}).command == "RECEIPT"
+    assert c.receipt("UNSUBSCRIBE", {"destination": dest}).command == "ERROR"
+    raw().receipt("SEND", {"destination": dest}, b"after")
+    nothing_more(c)

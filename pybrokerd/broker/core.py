@@ -608,8 +608,8 @@ class Broker:
             raise BrokerError("No durable subscription exists for clientID: %s and subscriptionName: %s"
                               % (client_id, name))
         if sub.consumers:
-            raise BrokerError("Durable consumer is in use for client: %s and subscriptionName: %s"
-                              % (client_id, name))
+            # ActiveMQ's words for a removal (its TopicRegion): UNSUBSCRIBE by id first
+            raise BrokerError("Durable consumer is in use")
         return self._delete_durable(sub)
 
     def unsubscribe(self, consumer: Consumer, delivered=None) -> defer.Deferred:

@@ -93,7 +93,6 @@ def split_stomp(text: str, fallback: bool = False, on_fallback=None) -> list[tup
     """
     parts = [p.strip() for p in text.split(",")]
     result = []
-    last_prefix = None
     if not any(parts):
         raise DestinationError("Empty destination name in %r" % (text,))
     for part in parts:
@@ -105,14 +104,10 @@ def split_stomp(text: str, fallback: bool = False, on_fallback=None) -> list[tup
                 if not name:
                     raise DestinationError("Destination %r has no name after %s" % (part, prefix))
                 result.append((prefix, name))
-                last_prefix = prefix
                 break
         else:
-            # ActiveMQ lets later members of a composite inherit the first one's kind
-            # ("/queue/a,b")
-            if last_prefix is not None and "/" not in part:
-                result.append((last_prefix, part))
-                continue
+            # each member of a composite stands alone (ActiveMQ 5.17: "/topic/a,b" is the
+            # topic a and the queue b)
             if fallback:
                 result.append(("/queue/", part))
                 if on_fallback is not None:

@@ -590,13 +590,19 @@ class StompSession:
     def on_subscribe(self, frame, receipt) -> None:
         h = frame.headers
         destinations = self._destinations(h.get("destination"), "SUBSCRIBE")
-        sub_id = h.get("id")
+        sub_id = key = h.get("id")
         implicit_id = sub_id is None
         if implicit_id:
             if self.version != "1.0":
                 raise ProtocolError("SUBSCRIBE received without a subscription id!")
-            sub_id = h["destination"]
-        if sub_id in self.subscriptions:
+            sub_id = key = h["destination"]
+            n = 1
+            while key in self.subscriptions:
+                # as ActiveMQ: a 1.0 client may subscribe to one destination twice (two
+                # consumers; UNSUBSCRIBE by destination closes them one at a time)
+                n += 1
+                key = "%s\x00%d" % (sub_id, n)
+        elif sub_id in self.subscriptions:
             raise ProtocolError("A subscription with id %r already exists on this connection" % sub_id)
         limit = self.config.max_subscriptions
         if limit and len(self.subscriptions) >= limit:
@@ -639,7 +645,7 @@ class StompSession:
         # As ActiveMQ: with a receipt, the RECEIPT goes out before the first MESSAGE.
         consumer.closed = True
         self.broker.subscribe(consumer)
-        self.subscriptions[sub_id] = consumer
+        self.subscriptions[key] = consumer
         self._receipt(receipt)
         consumer.closed = False
         for source in consumer.sources:
