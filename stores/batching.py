@@ -244,6 +244,7 @@ class BatchingAdapter:
         self._hand_off_call = None
         self._in_flight = 0  # pendings handed to the writer whose Deferreds have not fired
         self._pending: list[_Pending] = []  # handed to the writer, not yet taken (under _cond)
+        self._handoffs = 0  # how many hand-offs _pending holds (under _cond)
         self._cond = threading.Condition()
         self._thread = None
         self._stopping = False
@@ -340,6 +341,7 @@ class BatchingAdapter:
         self._staged = []
         with self._cond:
             self._pending = []
+            self._handoffs = 0
             self._abandoned = True
             self._stopping = True
             self._cond.notify()
@@ -482,6 +484,7 @@ class BatchingAdapter:
             self._in_flight += len(rest)
             with self._cond:
                 self._pending.extend(rest)
+                self._handoffs += 1
                 self._cond.notify()
         for pending in staged[:ready]:
             pending.deferred.callback(None)
@@ -503,13 +506,14 @@ class BatchingAdapter:
                     if not self._cond.wait(self._idle_timeout()):
                         break
                 batch, self._pending = self._pending, []
+                handoffs, self._handoffs = self._handoffs, 0
                 stopping = self._stopping and not batch
             if self._abandoned:
                 return
             if self._failing and not stopping:
                 self._probe()  # only a probe's success, not a small batch's, ends a failure
             if batch:
-                self._write(batch)
+                self._write(batch, across=handoffs > 1)
             elif not self._failing:
                 self._idle()
             if stopping:
@@ -540,8 +544,8 @@ class BatchingAdapter:
             return
         self._maintain()
 
-    def _write(self, batch: list[_Pending]):
-        ops = self._merge(batch)
+    def _write(self, batch: list[_Pending], across: bool = True):
+        ops = self._merge(batch, across)
         policy = self.sync_policy
         # under "always", a batch is synced before its Deferreds fire unless nobody in it
         # waits for durability (an auto-ack's remove, a send without receipt: ActiveMQ does
@@ -582,9 +586,11 @@ class BatchingAdapter:
             except Exception:
                 log.failure("store maintenance: rolling back")
 
-    def _merge(self, batch: list[_Pending]) -> list:
-        """Backend operations for a batch, with adds cancelled by removes in the same batch."""
-        _drop_cancelled(batch)
+    def _merge(self, batch: list[_Pending], across: bool = True) -> list:
+        """Backend operations for a batch, with adds cancelled by removes in the same batch
+        (`across`: it holds more than one hand-off; within one, _hand_off did it already)."""
+        if across:
+            _drop_cancelled(batch)
         producers = {}
         ops = []
         for pending in batch:
