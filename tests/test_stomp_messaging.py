@@ -423,3 +423,16 @@ def test_no_redelivery_limit_by_default(raw):
         assert m.body == b"again"
         c.close()
     assert m.headers["redelivered"] == "true"
+
+
+def test_a_header_without_a_name_is_not_passed_on(raw):
+    """A SEND header line ":v" names nothing: the MESSAGE must not carry a line ":v" (that
+    would break its reader's parser); the rest of the frame is delivered as sent."""
+    dest = "/queue/" + unique()
+    c = raw()
+    c.receipt("SUBSCRIBE", {"destination": dest, "id": "1"})
+    c.sock.sendall(b"SEND\ndestination:%s\n:v\nkept:yes\nreceipt:r\n\nbody\x00" % dest.encode())
+    got = [c.recv(5) for _ in range(2)]
+    message = next(f for f in got if f.command == "MESSAGE")
+    assert message.body == b"body" and message.headers["kept"] == "yes"
+    assert "" not in message.headers

@@ -52,7 +52,8 @@ _HANDLERS = {command: "on_" + command.lower() for command in CLIENT_COMMANDS}
 _NOT_PROPERTIES = frozenset((
     "destination", "message-id", "redelivered", "subscription", "JMSXUserID", "ack", "transaction",
     "receipt", "content-length", "persistent", "priority", "expires", "timestamp",
-    "correlation-id", "reply-to", "type"))
+    "correlation-id", "reply-to", "type",
+    ""))  # a line ":v" names nothing: never passed on (a ":v" header line would break parsers)
 
 # headers of a SEND, besides persistent, that set a field of the message (or its kind)
 _FIELD_HEADERS = frozenset((
