@@ -270,20 +270,9 @@ class FrameParser:
                     and len(max(lines, key=len)) > limits.max_header_length)):
             return None
         version = self.version
-        if version == "1.0":
+        if version == "1.0" or "\\" in text:
             return command, _decode_lines(lines[1:], version, command not in _NOT_ESCAPED)
-        headers = {}  # nothing to strip: _decode_lines, in short
-        if "\\" in text and command not in _NOT_ESCAPED:
-            # (an ACK's id: ActiveMQ's and ours hold escaped colons)
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if "\\" in value:
-                    value = unescape_header(value, version)
-                if "\\" in name:
-                    name = unescape_header(name, version)
-                if name not in headers:
-                    headers[name] = value
-            return command, headers
+        headers = {}  # nothing to strip or unescape: _decode_lines, in short
         for line in lines[1:]:
             name, _, value = line.partition(":")
             if name not in headers:
