@@ -460,8 +460,7 @@ class Broker:
             message.seq = next(self._seq)
         if dest.kind == QUEUE and not has_wildcard(dest.name):
             # a plain queue (nearly every send): the checks below, settled by its kind
-            queue = self.queues.get(dest)
-            self._enqueue(self.queue(dest) if queue is None else queue, message, ops)
+            self._enqueue(self.queue(dest), message, ops)
             return
         self._check_usable(dest)
         if dest.is_queue:
