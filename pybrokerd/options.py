@@ -33,6 +33,11 @@ class Options(usage.Options):
     optParameters = [
         ["store", None, "kahadb", "persistence store: kahadb (journal), lmdb, leveldb, memory"],
         ["sync", None, "always", "disk sync policy of the store: always, periodic (1 s) or never"],
+        ["ack-wait", None, 5.0, "milliseconds a write of persistent messages already "
+                                "delivered to consumers that ack them waits for those acks "
+                                "while consumers ack fast (a message acked by then is never "
+                                "written; its RECEIPT still means stored or consumed); 0: "
+                                "write at once", float],
         ["dir", None, "./data", "persistence directory (shared by a master/slave pair)"],
         ["data-dir", None, None, "data directory for other state [default: --dir]"],
         ["scheduler-dir", None, None, "scheduler store directory [default: <data-dir>/scheduler]"],
@@ -143,6 +148,8 @@ class Options(usage.Options):
             raise usage.UsageError("--lock-retry must be positive")
         if self["sync"] not in ("always", "periodic", "never"):
             raise usage.UsageError("--sync must be always, periodic or never")
+        if self["ack-wait"] < 0:
+            raise usage.UsageError("--ack-wait must be 0 or more milliseconds")
         if self["data-dir"] is None:
             self["data-dir"] = self["dir"]
         if self["scheduler-dir"] is None:

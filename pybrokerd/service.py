@@ -110,7 +110,8 @@ class BrokerService(service.Service):
         # 2. the store (recovery happens here), 3. the broker, 4. the listeners
         adapter_class = registry.load(opts["store"])
         _freeze_startup_heap()
-        self.store = adapter_class(opts["dir"], sync=opts["sync"], reactor=self.reactor)
+        self.store = adapter_class(opts["dir"], sync=opts["sync"], reactor=self.reactor,
+                                   ack_wait=opts.get("ack-wait", 5.0) / 1000.0)
         await self.store.open()
         self.broker = Broker(self.store, clock=self.reactor, name=opts["broker-name"],
                              prioritized=bool(opts["prioritized-messages"]),

@@ -225,7 +225,8 @@ class BatchingAdapter:
     lazy_sync = True
     maintenance_interval = 5.0
 
-    def __init__(self, directory, sync: str = "always", reactor=None, **options):
+    def __init__(self, directory, sync: str = "always", reactor=None, ack_wait=None,
+                 **options):
         if sync not in SYNC_POLICIES:
             raise ValueError("sync policy must be one of %s" % ", ".join(SYNC_POLICIES))
         if reactor is None:
@@ -233,6 +234,8 @@ class BatchingAdapter:
         self.directory = directory
         self.sync_policy = sync
         self.reactor = reactor
+        if ack_wait is not None:
+            self.ack_wait = ack_wait
         self.options = options
         self._views: dict[str, StoreView] = {}
         self._subscriptions: dict[str, dict] = {}
@@ -241,6 +244,7 @@ class BatchingAdapter:
         self._marks: dict = {}  # (store key, message id) -> (view, message) delivered
         self._marks_call = None
         self._staged: list[_Pending] = []  # submitted this turn of the reactor (its thread only)
+        self._held: list[_Pending] = []  # staged, waiting for acks (_hold)
         self._hand_off_call = None
         self._in_flight = 0  # pendings handed to the writer whose Deferreds have not fired
         self._pending: list[_Pending] = []  # handed to the writer, not yet taken (under _cond)
@@ -321,7 +325,11 @@ class BatchingAdapter:
         self._marks_call = None
         if self._hand_off_call is not None:
             self._hand_off_call.cancel()
-            self._hand_off()
+            self._hand_off_call = None
+        if self._hold_call is not None:
+            self._hold_call.cancel()
+            self._hold_call = None
+        self._hand_off(release=True)
         if self._thread is None:
             return defer.succeed(None)
         with self._cond:
@@ -338,7 +346,11 @@ class BatchingAdapter:
         if self._hand_off_call is not None:
             self._hand_off_call.cancel()
             self._hand_off_call = None
+        if self._hold_call is not None:
+            self._hold_call.cancel()
+            self._hold_call = None
         self._staged = []
+        self._held = []
         with self._cond:
             self._pending = []
             self._handoffs = 0
@@ -443,6 +455,9 @@ class BatchingAdapter:
                 entry = view.entries.pop(arg, None)
                 if entry is None:
                     continue
+                self._acks_seen += 1  # a message consumed (see _hold)
+                if not self._acks_seen % self.ack_block:
+                    self._count_acks()
                 size = (len(entry.message.body) if isinstance(entry, Unwritten)
                         else entry & 0xFFFFFFFF)
                 view._bytes -= size
@@ -463,17 +478,116 @@ class BatchingAdapter:
             self._hand_off_call = self.reactor.callLater(0, self._hand_off)
         return d
 
-    def _hand_off(self):
+    # -- waiting for acks -----------------------------------------------------------------
+    ack_wait = 0.005  # seconds a write may wait for the acks of messages in flight (0: never)
+    wait_per_add = 0.0002  # and no longer than this for each add it may save
+    fast_acks = 1000  # messages consumed per second from which waiting pays
+    ack_block = 64  # that rate is measured over so many
+    rate_stale = 0.1  # seconds a rate measured stays good
+    hold_backoff = 1.0  # seconds of writing at once after waits that saved little
+    _hold_call = None
+    _hold_started = 0.0
+    _hold_adds = 0  # adds held back during the current wait
+    _judged_adds = 0  # adds held by the last waits
+    _judged_written = 0  # of those, written all the same
+    _hold_off_until = 0.0
+    _acks_seen = 0  # messages consumed (removed)
+    _block_started = 0.0  # when the last ack_block of them began
+    _fast_until = 0.0  # consumers take messages fast (the last block was quick) until then
+
+    def _count_acks(self):
+        """Another ack_block messages consumed: was that at a rate where the writes saved by
+        waiting for acks matter?  (Below it they do not, and what is written at once is the
+        sooner safe from a crash of the broker.)  The answer holds for rate_stale seconds."""
+        now = self.reactor.seconds()
+        quick = now - self._block_started <= self.ack_block / self.fast_acks
+        self._fast_until = now + self.rate_stale if quick else 0.0
+        self._block_started = now
+
+    def _hold(self, staged: list[_Pending], fresh: int) -> list[_Pending]:
+        """Reactor thread: of `staged` (in order, cancelled pairs dropped; those from index
+        `fresh` on are new this turn), what may go to the writer now.  The rest, from the
+        first pending with an add of a message already delivered to a consumer that acks it
+        (client, client-individual), waits in self._held until those acks have come, when
+        each add is dropped with its remove and nothing is written, or until the wait is
+        over (_wait_over).  While consumers ack fast, most acks come within a few ms: a
+        persistent message consumed then costs no write, and the RECEIPT of its SEND no
+        sync."""
+        marks = self._marks
+        for n, pending in enumerate(staged):
+            for op in pending.ops:
+                if op[0] == "add" and (op[1].name, op[2].message.message_id) in marks:
+                    break
+            else:
+                continue
+            if self._hold_call is not None:  # a wait going on: new adds join it
+                self._hold_adds += sum(op[0] == "add" for p in staged[max(n, fresh):]
+                                       for op in p.ops)
+            else:
+                now = self.reactor.seconds()
+                if now >= self._fast_until or now < self._hold_off_until:
+                    return staged  # acks are few, or waits saved little lately
+                self._hold_started = now
+                self._hold_adds = sum(op[0] == "add" for p in staged[n:] for op in p.ops)
+                self._hold_call = self.reactor.callLater(self._wait_over() - now,
+                                                         self._hold_expired)
+            self._held = staged[n:]
+            return staged[:n]
+        if self._hold_call is not None:  # every add held was acked: nothing to wait for
+            self._end_hold(())
+        return staged
+
+    def _wait_over(self) -> float:
+        """When the current wait ends: ack_wait after it began at the latest, sooner when it
+        holds few adds, so that a producer waiting for the RECEIPT of one message waits
+        little longer than a sync would take."""
+        return self._hold_started + min(self.ack_wait, self.wait_per_add * self._hold_adds)
+
+    def _hold_expired(self):
+        self._hold_call = None
+        left = self._wait_over() - self.reactor.seconds()
+        if left > 0:  # adds held since it began make it longer
+            self._hold_call = self.reactor.callLater(left, self._hold_expired)
+            return
+        self._end_hold(self._held)
+        self._hand_off(release=True)
+
+    def _end_hold(self, held: list[_Pending]):
+        """The wait for acks is over, with `held` still held.  When of the last ack_block
+        adds or more that waits held most were written all the same, acks are slow now: no
+        waiting for a while."""
+        if self._hold_call is not None:
+            self._hold_call.cancel()
+            self._hold_call = None
+        self._judged_adds += self._hold_adds
+        self._judged_written += sum(op[0] == "add" for p in held for op in p.ops)
+        if self._judged_adds >= self.ack_block:
+            if self._judged_written * 2 > self._judged_adds:
+                self._hold_off_until = self.reactor.seconds() + self.hold_backoff
+            self._judged_adds = self._judged_written = 0
+
+    def _hand_off(self, release: bool = False):
         """Reactor thread, once per turn of the reactor: give the writer what was submitted
-        during the turn.  An add removed in the same turn (a message an auto-ack consumer took
-        at once) is dropped here with its remove; an action left with nothing to write is done
-        at once, without a trip through the writer thread, when nothing handed over before it
-        is still unanswered and nothing written lazily waits on a sync that it would owe."""
+        during the turn (and what waited for acks, see _hold).  An add removed in the same
+        turn (a message an auto-ack consumer took at once) is dropped here with its remove;
+        an action left with nothing to write is done at once, without a trip through the
+        writer thread, when nothing handed over before it is still unanswered and nothing
+        written lazily waits on a sync that it would owe."""
         self._hand_off_call = None
         staged, self._staged = self._staged, []
+        fresh = len(self._held)
+        if fresh:
+            staged = self._held + staged
+            self._held = []
         if not staged:
             return
         _drop_cancelled(staged)
+        if self._marks and self.ack_wait and not release and self.failure is None:
+            staged = self._hold(staged, fresh)
+            if not staged:
+                return
+        elif self._hold_call is not None:  # (every delivery mark was written, say)
+            self._end_hold(staged[:fresh])
         ready = 0
         if not self._in_flight and self.failure is None \
                 and (self.sync_policy != "always" or not self._unsynced):

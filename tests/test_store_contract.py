@@ -334,3 +334,126 @@ def test_stored_bytes_follow_adds_removes_and_drops_and_survive_reopen(open_stor
     yield adapter.delete_subscription("c", "s")
     yield adapter.remove_destination("q")
     assert adapter.stored_bytes() == 0
+
+
+def ack_fast(adapter, store, first):
+    """Consumers acking at a high rate: two blocks of messages delivered and acked at once."""
+    for i in range(first, first + 2 * adapter.ack_block):
+        m = message(i)
+        store.add(m)
+        store.mark_delivered(m)
+        store.remove(m.message_id)
+
+
+def turns(n=3):
+    d = defer.succeed(None)
+    for _ in range(n):
+        d.addCallback(lambda _: deferLater(reactor, 0, lambda: None))
+    return d
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_while_consumers_ack_fast_a_message_in_flight_waits_for_its_ack_and_is_never_written(
+        open_store, name):
+    """A persistent message already delivered to a consumer that acks it is not written at
+    once: its ack mostly comes first, and then nothing is written at all.  The answer to its
+    add (the RECEIPT of its SEND) comes when it is acked or written, never before."""
+    adapter = yield open_store(name, ack_wait=30.0)  # (the ack ends the wait, not the time)
+    adapter.mark_delay = adapter.wait_per_add = 30.0  # (a delivery mark written ends it too)
+    store = adapter.queue_store("q")
+    yield store.add(message(0))
+    ack_fast(adapter, store, 1000)
+    yield turns()
+    written = adapter.batched_ops
+    m = message(1)
+    d = store.add(m)
+    store.mark_delivered(m)
+    later = store.add(message(2))  # behind it: in order, so it waits as well
+    yield turns()
+    assert not d.called and not later.called
+    store.remove(m.message_id)  # the ack: nothing left to wait for
+    yield defer.gatherResults([d, later])
+    assert adapter.batched_ops == written + 1  # the later add only
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(10)
+    assert [m.message_id for m in got] == ["ID:test-0", "ID:test-2"]
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_a_wait_for_acks_is_short_when_it_could_save_few_writes(open_store, name):
+    """A producer waiting for the RECEIPT of one message is not kept waiting for long on
+    the chance of an ack: a wait lasts wait_per_add for each add held (up to ack_wait), and
+    whatever is still unacked then is written."""
+    adapter = yield open_store(name, ack_wait=30.0)
+    adapter.mark_delay = 30.0
+    adapter.wait_per_add = 0.05
+    store = adapter.queue_store("q")
+    elapsed = []
+    for first, count in ((1, 1), (100, 20)):
+        ack_fast(adapter, store, 1000 + 1000 * first)
+        yield turns()
+        started = time.monotonic()
+        adds = []
+        for i in range(first, first + count):
+            adds.append(store.add(message(i)))
+            store.mark_delivered(message(i))
+        yield defer.gatherResults(adds)  # none was acked: written once the wait was over
+        elapsed.append(time.monotonic() - started)
+    assert 0.045 <= elapsed[0] < 10 and 0.95 <= elapsed[1] < 10, elapsed  # (timers: ±1 ms)
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(100)
+    assert len(got) == 21
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_after_waits_that_saved_nothing_messages_in_flight_are_written_at_once(
+        open_store, name):
+    adapter = yield open_store(name)
+    adapter.mark_delay = 30.0  # (a delivery mark written would end a wait too)
+    store = adapter.queue_store("q")
+    ack_fast(adapter, store, 1000)
+    yield turns()
+    held = [message(i) for i in range(adapter.ack_block)]
+    adds = [store.add(m) for m in held]
+    for m in held:
+        store.mark_delivered(m)
+    yield defer.gatherResults(adds)  # no ack came: written (and synced) after the wait
+    # of ack_block adds held, none was saved: for a while the next ones are written at once
+    adapter.ack_wait = adapter.wait_per_add = 30.0
+    ack_fast(adapter, store, 3000)
+    yield turns()
+    d = store.add(message(100))
+    store.mark_delivered(message(100))
+    started = time.monotonic()
+    yield d
+    assert time.monotonic() - started < 10
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(100)
+    assert len(got) == adapter.ack_block + 1
+
+
+@pytest.mark.parametrize("name", PERSISTENT)
+@pytest_twisted.inlineCallbacks
+def test_when_acks_are_few_a_message_in_flight_is_written_at_once(open_store, name):
+    """Waiting for acks only pays when consumers ack at a high rate; otherwise the message
+    goes to the disk at once, the sooner safe from a crash of the broker."""
+    adapter = yield open_store(name, ack_wait=30.0)
+    adapter.mark_delay = adapter.wait_per_add = 30.0
+    store = adapter.queue_store("q")
+    for i in range(3):  # a few acks of messages in flight
+        m = message(100 + i)
+        yield store.add(m)
+        store.mark_delivered(m)
+        yield store.remove(m.message_id)
+    m = message(1)
+    started = time.monotonic()
+    d = store.add(m)
+    store.mark_delivered(m)
+    yield d
+    assert time.monotonic() - started < 10
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(10)
+    assert [m.message_id for m in got] == ["ID:test-1"]
