@@ -13,6 +13,9 @@ Everything else lives here, once:
   at the end of that turn, with each add that was removed in the same turn dropped together
   with its remove (a message an auto-ack consumer took at once costs no I/O); an action left
   with nothing to write is answered there and then, without a trip through the writer thread;
+* the wait for acks: while consumers ack fast, a message already delivered to a consumer that
+  acks it is handed over only once acked (then dropped with its remove) or after a few ms
+  (_hold);
 * the writer thread: it takes every operation pending from every connection, drops an add and
   its remove found in the same batch (a message acked before it was written costs no I/O),
   applies the rest as one atomic batch with one sync, then fires all their Deferreds in the
@@ -455,8 +458,8 @@ class BatchingAdapter:
                 entry = view.entries.pop(arg, None)
                 if entry is None:
                     continue
-                self._acks_seen += 1  # a message consumed (see _hold)
-                if not self._acks_seen % self.ack_block:
+                self._consumed += 1  # (see _count_acks)
+                if not self._consumed % self.ack_block:
                     self._count_acks()
                 size = (len(entry.message.body) if isinstance(entry, Unwritten)
                         else entry & 0xFFFFFFFF)
@@ -491,7 +494,7 @@ class BatchingAdapter:
     _judged_adds = 0  # adds held by the last waits
     _judged_written = 0  # of those, written all the same
     _hold_off_until = 0.0
-    _acks_seen = 0  # messages consumed (removed)
+    _consumed = 0  # messages consumed (removed from the store)
     _block_started = 0.0  # when the last ack_block of them began
     _fast_until = 0.0  # consumers take messages fast (the last block was quick) until then
 
