@@ -175,6 +175,12 @@ class Translation:
                     if sync:
                         self.set("sync", sync, tag + "@" + name)
                         continue
+                if name == "concurrentStoreAndDispatchQueues" and tag == "kahaDB":
+                    # false: every message is stored before it is dispatched, never
+                    # cancelled by an early ack (true, ActiveMQ's default, is ours too)
+                    if self.value(raw).lower() == "false":
+                        self.set("ack-wait", 0, tag + "@" + name)
+                    continue
                 self.report.append("%s@%s=%s: not mapped (the journal keeps its own "
                                    "settings)" % (tag, name, raw))
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import pytest
+from twisted.python import usage
 
 from pybrokerd.options import Options
 from support import TWISTD, BrokerProcess, RawStomp, unique
@@ -206,3 +207,23 @@ def test_activemqs_websocket_connector_becomes_the_stomp_over_websocket_listener
     o = parse("--config", str(path))
     assert o["stomp-ws"] == "tcp:61614:interface=0.0.0.0"
     assert o["max-connections"] == 1000
+
+
+def test_ack_wait_is_milliseconds_and_refused_below_zero():
+    assert parse()["ack-wait"] == 5.0
+    assert parse("--ack-wait=0")["ack-wait"] == 0.0  # write at once
+    with pytest.raises(usage.UsageError) as e:
+        parse("--ack-wait=-1")
+    assert "--ack-wait must be 0 or more milliseconds" in str(e.value)
+
+
+def test_kahadb_without_concurrent_store_and_dispatch_means_no_wait_for_acks(tmp_path):
+    path = tmp_path / "activemq.xml"
+    path.write_text('<beans xmlns="http://www.springframework.org/schema/beans">'
+                    '<broker xmlns="http://activemq.apache.org/schema/core"><persistenceAdapter>'
+                    '<kahaDB directory="%s" concurrentStoreAndDispatchQueues="false"/>'
+                    '</persistenceAdapter></broker></beans>' % tmp_path)
+    o = parse("--config", str(path))
+    assert o["ack-wait"] == 0.0
+    assert any("concurrentStoreAndDispatchQueues -> --ack-wait=0" in line
+               for line in o.config_report)
