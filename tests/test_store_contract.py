@@ -336,6 +336,14 @@ def test_stored_bytes_follow_adds_removes_and_drops_and_survive_reopen(open_stor
     assert adapter.stored_bytes() == 0
 
 
+@defer.inlineCallbacks
+def ids_after_reopen(open_store, adapter, name):
+    """The ids of queue "q" as the store finds them when opened again."""
+    adapter = yield reopen(open_store, adapter, name)
+    got = yield adapter.queue_store("q").recover(1000)
+    return [m.message_id for m in got]
+
+
 def ack_fast(adapter, store, first):
     """Consumers acking at a high rate: two blocks of messages delivered and acked at once."""
     for i in range(first, first + 2 * adapter.ack_block):
@@ -375,9 +383,7 @@ def test_while_consumers_ack_fast_a_message_in_flight_waits_for_its_ack_and_is_n
     store.remove(m.message_id)  # the ack: nothing left to wait for
     yield defer.gatherResults([d, later])
     assert adapter.batched_ops == written + 1  # the later add only
-    adapter = yield reopen(open_store, adapter, name)
-    got = yield adapter.queue_store("q").recover(10)
-    assert [m.message_id for m in got] == ["ID:test-0", "ID:test-2"]
+    assert (yield ids_after_reopen(open_store, adapter, name)) == ["ID:test-0", "ID:test-2"]
 
 
 @pytest.mark.parametrize("name", PERSISTENT)
@@ -402,9 +408,7 @@ def test_a_wait_for_acks_is_short_when_it_could_save_few_writes(open_store, name
         yield defer.gatherResults(adds)  # none was acked: written once the wait was over
         elapsed.append(time.monotonic() - started)
     assert 0.045 <= elapsed[0] < 10 and 0.95 <= elapsed[1] < 10, elapsed  # (timers: ±1 ms)
-    adapter = yield reopen(open_store, adapter, name)
-    got = yield adapter.queue_store("q").recover(100)
-    assert len(got) == 21
+    assert len((yield ids_after_reopen(open_store, adapter, name))) == 21
 
 
 @pytest.mark.parametrize("name", PERSISTENT)
@@ -430,9 +434,7 @@ def test_after_waits_that_saved_nothing_messages_in_flight_are_written_at_once(
     started = time.monotonic()
     yield d
     assert time.monotonic() - started < 10
-    adapter = yield reopen(open_store, adapter, name)
-    got = yield adapter.queue_store("q").recover(100)
-    assert len(got) == adapter.ack_block + 1
+    assert len((yield ids_after_reopen(open_store, adapter, name))) == adapter.ack_block + 1
 
 
 @pytest.mark.parametrize("name", PERSISTENT)
@@ -454,6 +456,4 @@ def test_when_acks_are_few_a_message_in_flight_is_written_at_once(open_store, na
     store.mark_delivered(m)
     yield d
     assert time.monotonic() - started < 10
-    adapter = yield reopen(open_store, adapter, name)
-    got = yield adapter.queue_store("q").recover(10)
-    assert [m.message_id for m in got] == ["ID:test-1"]
+    assert (yield ids_after_reopen(open_store, adapter, name)) == ["ID:test-1"]
