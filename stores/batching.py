@@ -178,18 +178,41 @@ class StoreView:
 
 
 class _Pending:
-    __slots__ = ("ops", "deferred", "durable")
+    __slots__ = ("ops", "deferred", "durable", "partner", "followers")
 
     def __init__(self, ops, deferred, durable=True):
         self.ops = ops
         self.deferred = deferred
         self.durable = durable
+        # a later pending whose remove cancelled an add of this one: this one is answered
+        # with it, not before (it may move the message on: a COMMIT that acks it and sends
+        # another, a dead-lettering; until it is written, the message is nowhere durable)
+        self.partner = None
+        self.followers = None  # the pendings answered with this one
+
+    def answer(self, failure=None) -> None:
+        partner = self.partner
+        if partner is not None and not partner.deferred.called:
+            if partner.followers is None:
+                partner.followers = []
+            partner.followers.append(self)
+            return
+        if failure is None:
+            self.deferred.callback(None)
+        else:
+            self.deferred.errback(failure)
+        if self.followers:
+            followers, self.followers = self.followers, None
+            for follower in followers:
+                follower.partner = None
+                follower.answer(failure)
 
 
 def _drop_cancelled(batch: list[_Pending]) -> None:
     """Drop from the pendings of `batch`, in place, each add whose remove follows it in the
     batch, with that remove (never written: nothing to remove either), and each rewrite of a
-    message removed after it."""
+    message removed after it.  An add's pending is then answered with its remove's (see
+    _Pending.partner)."""
     added = {}
     rewrites = {}
     dropped = False
@@ -198,7 +221,7 @@ def _drop_cancelled(batch: list[_Pending]) -> None:
         for i, op in enumerate(ops):
             kind = op[0]
             if kind == "add":
-                added[(op[1].name, op[2].message.message_id)] = (ops, i)
+                added[(op[1].name, op[2].message.message_id)] = (pending, i)
             elif kind == "rewrite":
                 rewrites.setdefault((op[1].name, op[2].message.message_id), []).append((ops, i))
             elif kind == "remove":
@@ -208,7 +231,10 @@ def _drop_cancelled(batch: list[_Pending]) -> None:
                     dropped = True
                 hit = added.pop(where, None)
                 if hit is not None:
-                    hit[0][hit[1]] = None
+                    adder = hit[0]
+                    adder.ops[hit[1]] = None
+                    if adder is not pending:
+                        adder.partner = pending  # (the last in order: answered last)
                     ops[i] = None
                     dropped = True
     if dropped:
@@ -604,7 +630,7 @@ class BatchingAdapter:
                 self._handoffs += 1
                 self._cond.notify()
         for pending in staged[:ready]:
-            pending.deferred.callback(None)
+            pending.answer()
 
     def _writer(self):
         self._make_reserve()
@@ -744,7 +770,7 @@ class BatchingAdapter:
                         # the body is on disk now: drop our reference to it
                         view.entries[message_id] = entry.seq << 32 | len(entry.message.body)
         for pending in batch:
-            pending.deferred.callback(None)
+            pending.answer()
 
     # -- write failures (disk full, I/O errors) ---------------------------------------------
     retry_interval = 1.0  # seconds between attempts to write again after a failure
@@ -857,7 +883,7 @@ class BatchingAdapter:
                                       else entry & 0xFFFFFFFF)
         failure = StoreWriteError(error, self.directory)
         for pending in batch:
-            pending.deferred.errback(failure)
+            pending.answer(failure)
 
     def _count_bytes(self, view, delta):
         view._bytes += delta
