@@ -9,7 +9,11 @@
             message.ack()
 
 One background thread per client owns the socket's reading side, the heart-beats and the
-failover; the application's threads call in freely.  State is the same sans-I/O
+failover; the application's threads call in freely.  Over TLS every call into the socket's
+SSL object is made under one lock: OpenSSL does not allow an SSL_read in one thread while
+another thread is in SSL_write on the same connection (records come out corrupted, the broker
+drops the connection, the process may even crash), so the reader waits for data outside the
+lock and then reads under it without blocking.  State is the same sans-I/O
 :class:`~pybrokerd.client.core.ClientCore` the Twisted face uses.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import selectors
 import socket
 import ssl
 import threading
@@ -114,6 +119,7 @@ class BlockingClient:
         self.endpoint = None          # the broker we are connected to
         self._lock = threading.Condition(threading.RLock())
         self._write_lock = threading.Lock()
+        self._ssl_lock = threading.Lock()  # held for every read and write of an ssl:// socket
         self._sock = None
         self._thread = None
         self._closing = False
@@ -225,14 +231,16 @@ class BlockingClient:
             with self._lock:
                 self.core.connection_made(endpoint.host)
                 hello = self.core.take_output()
-            sock.sendall(hello)
+            self._sendall(sock, hello)
             deadline = time.monotonic() + self.connect_timeout
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ClientError("no CONNECTED frame within %.0f s" % self.connect_timeout)
                 sock.settimeout(remaining)
-                data = sock.recv(65536)
+                data = self._recv(sock)
+                if data is None:
+                    continue  # TLS: nothing (or half a record) within the timeout
                 if not data:
                     raise ClientError("connection closed before CONNECTED")
                 with self._lock:
@@ -256,6 +264,37 @@ class BlockingClient:
             sock.close()
             raise
 
+    def _recv(self, sock):
+        """What the socket has, waiting up to its timeout: bytes, b"" (closed), or None or
+        socket.timeout if nothing came.  A TLS socket is waited on outside the SSL lock and
+        then read under it without blocking, so that no write runs inside OpenSSL at the
+        same time (and a write never waits for a read)."""
+        if not isinstance(sock, ssl.SSLSocket):
+            return sock.recv(65536)
+        timeout = sock.gettimeout()
+        with self._ssl_lock:
+            buffered = sock.pending()
+        if not buffered:
+            with selectors.DefaultSelector() as selector:
+                selector.register(sock, selectors.EVENT_READ)
+                if not selector.select(timeout):
+                    return None
+        with self._ssl_lock:
+            sock.settimeout(0.0)
+            try:
+                return sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return None  # part of a record: the rest comes later
+            finally:
+                sock.settimeout(timeout)
+
+    def _sendall(self, sock, data):
+        if isinstance(sock, ssl.SSLSocket):
+            with self._ssl_lock:
+                sock.sendall(data)
+        else:
+            sock.sendall(data)
+
     def _read_loop(self, sock, endpoint):
         core = self.core
         last_read = time.monotonic()
@@ -264,7 +303,7 @@ class BlockingClient:
         try:
             while not self._closing or self.connected:
                 try:
-                    data = sock.recv(65536)
+                    data = self._recv(sock)
                 except socket.timeout:
                     data = None
                 except OSError:
@@ -339,7 +378,7 @@ class BlockingClient:
             sock = self._sock
             if sock is not None and data:
                 try:
-                    sock.sendall(data)
+                    self._sendall(sock, data)
                     self._last_write = time.monotonic()
                 except OSError:
                     pass  # the reader notices the dead socket and fails over
@@ -351,7 +390,7 @@ class BlockingClient:
                 sock = self._sock
             if sock is not None and data:
                 try:
-                    sock.sendall(data)
+                    self._sendall(sock, data)
                     self._last_write = time.monotonic()
                 except OSError:
                     pass
