@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import selectors
+import select
 import socket
 import ssl
 import threading
@@ -275,10 +275,10 @@ class BlockingClient:
         with self._ssl_lock:
             buffered = sock.pending()
         if not buffered:
-            with selectors.DefaultSelector() as selector:
-                selector.register(sock, selectors.EVENT_READ)
-                if not selector.select(timeout):
-                    return None
+            poller = select.poll()  # (no file descriptor of its own, unlike epoll)
+            poller.register(sock, select.POLLIN)
+            if not poller.poll(None if timeout is None else timeout * 1000):
+                return None
         with self._ssl_lock:
             sock.settimeout(0.0)
             try:
